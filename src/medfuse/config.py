@@ -1,0 +1,130 @@
+"""Configuration: one TOML format validated by pydantic, with a shipped default.
+
+The shipped ``resources/default.toml`` (linked as ``configs/default.toml``) is read first, a user's
+file is merged over it key by key, and CLI options win over both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Source = Literal["mimic3", "mimic4"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SynthConfig(_Section):
+    format: Source = "mimic3"
+    admissions: int = Field(2000, ge=10)
+    seed: int = 0
+    note_fraction: float = Field(0.95, ge=0.0, le=1.0)
+
+
+class PrepareConfig(_Section):
+    source: Source = "mimic3"
+    diseases: str = ""
+    seed: int = 42
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    lab_min_admission_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    lab_max_tests: int = Field(64, ge=1)
+    lab_hours_before_admission: float = Field(24.0, ge=0.0)
+    memory_limit: str = "3GB"
+    threads: int = Field(0, ge=0)
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if abs(sum(v) - 1.0) > 1e-6 or min(v) <= 0:
+            raise ValueError("split_fractions must be three positive numbers summing to 1")
+        return v
+
+
+class LabsConfig(_Section):
+    """Masked lab-test modelling (MLTM): the lab embedder and imputer (docs/labs.md)."""
+
+    aggregates: list[Literal["last", "mean", "min", "max"]] = Field(["last"], min_length=1)
+    d_model: int = Field(64, ge=4)
+    encoder_layers: int = Field(6, ge=1)
+    decoder_layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    mlp_ratio: int = Field(4, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    mask_ratio: float = Field(0.75, gt=0.0, lt=1.0)
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    patience: int = Field(10, ge=1)
+    seed: int = 0
+    device: str = "auto"
+
+    @field_validator("heads")
+    @classmethod
+    def _heads_divide_width(cls, v: int, info) -> int:
+        d = info.data.get("d_model")
+        if d is not None and d % v:
+            raise ValueError(f"d_model ({d}) must be divisible by heads ({v})")
+        return v
+
+
+class MedfuseConfig(_Section):
+    synth: SynthConfig = SynthConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    labs: LabsConfig = LabsConfig()
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be read or does not validate."""
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def default_config_text() -> str:
+    """The shipped default configuration, as TOML text."""
+    return resources.files("medfuse.resources").joinpath("default.toml").read_text()
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> MedfuseConfig:
+    """Read the default config, merge a user TOML file and ``{section: {key: value}}`` overrides over it."""
+    data = tomllib.loads(default_config_text())
+    if path:
+        path = Path(path)
+        try:
+            data = _merge(data, tomllib.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    if overrides:
+        clean = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in overrides.items()}
+        data = _merge(data, clean)
+    try:
+        return MedfuseConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path or 'configuration'}: {where}: {first['msg']}") from None
+
+
+def config_hash(section: BaseModel) -> str:
+    """A stable short hash of a config section (sorted-key JSON, sha256)."""
+    text = json.dumps(section.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

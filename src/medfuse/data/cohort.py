@@ -1,0 +1,97 @@
+"""Read access to a prepared cohort folder (the output of ``medfuse prepare``).
+
+The layout is documented in docs/data.md. Every table is keyed by ``hadm_id`` and the rows of
+``admissions``, ``labs``, ``labels`` and ``splits`` are in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SPLITS = ("train", "val", "test")
+LAB_AGGREGATES = ("last", "mean", "min", "max")
+
+
+class Cohort:
+    """A prepared cohort: Parquet tables plus ``manifest.json``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        manifest = self.path / "manifest.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{self.path}: not a medfuse cohort (no manifest.json)")
+        self.manifest = json.loads(manifest.read_text())
+
+    def table(self, name: str) -> pa.Table:
+        """One of the cohort's Parquet tables by name (``admissions``, ``labs``, ...)."""
+        return pq.read_table(self.path / f"{name}.parquet")
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.manifest["labels"])
+
+    @cached_property
+    def lab_tests(self) -> pa.Table:
+        """Selected lab tests in column order with their train-split normalisation statistics."""
+        return self.table("lab_tests")
+
+    @property
+    def lab_keys(self) -> list[str]:
+        return self.lab_tests.column("key").to_pylist()
+
+    @cached_property
+    def hadm_ids(self) -> np.ndarray:
+        return self.table("admissions").column("hadm_id").to_numpy()
+
+    @cached_property
+    def split(self) -> np.ndarray:
+        """The split name of every admission, in cohort row order."""
+        return np.asarray(self.table("splits").column("split").to_pylist())
+
+    def rows(self, split: str | None = None) -> np.ndarray:
+        """Row indices of one split (all rows when ``split`` is None)."""
+        if split is None:
+            return np.arange(len(self.hadm_ids))
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return np.flatnonzero(self.split == split)
+
+    def labels(self, split: str | None = None) -> np.ndarray:
+        """Multi-hot labels ``[N, n_labels]`` as float32."""
+        t = self.table("labels")
+        y = np.stack([t.column(n).to_numpy() for n in self.label_names], axis=1).astype(np.float32)
+        return y[self.rows(split)]
+
+    def lab_values(self, split: str | None = None, aggregate: str = "last", normalized: bool = True) -> np.ndarray:
+        """Lab values ``[N, T]`` (float32, NaN where the test was not measured in the admission).
+
+        ``normalized`` applies the train-split robust scaling stored in ``lab_tests``:
+        ``clip((x - median) / scale, -clip, clip)``.
+        """
+        if aggregate not in LAB_AGGREGATES:
+            raise ValueError(f"unknown aggregate {aggregate!r}; expected one of {LAB_AGGREGATES}")
+        cols = [f"{k}__{aggregate}" for k in self.lab_keys]
+        t = pq.read_table(self.path / "labs.parquet", columns=cols)
+        x = np.stack([t.column(c).to_numpy(zero_copy_only=False) for c in cols], axis=1).astype(np.float64)
+        x = x[self.rows(split)]
+        if normalized:
+            x = self.normalize(x)
+        return x.astype(np.float32)
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """Original units -> robust z-scores, clipped (NaN stays NaN)."""
+        s = self.lab_tests
+        median, scale = s.column("median").to_numpy(), s.column("scale").to_numpy()
+        clip = float(self.manifest["lab_normalization"]["clip"])
+        return np.clip((x - median) / scale, -clip, clip)
+
+    def denormalize(self, z: np.ndarray) -> np.ndarray:
+        """Robust z-scores -> original units."""
+        s = self.lab_tests
+        return z * s.column("scale").to_numpy() + s.column("median").to_numpy()

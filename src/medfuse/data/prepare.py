@@ -1,0 +1,517 @@
+"""``medfuse prepare``: raw MIMIC-III / MIMIC-IV files -> a leakage-safe cohort folder.
+
+An out-of-core DuckDB pipeline. Every raw row is either used or dropped for a named reason, and
+``read == used + sum(dropped)`` is checked per table before anything is written. The cohort is
+built in a temporary sibling folder and renamed into place only when complete. docs/data.md
+describes the output.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medfuse import __version__
+from medfuse.config import PrepareConfig, config_hash
+from medfuse.data.diseases import ICD_CODE_REGEX, Disease, load_diseases
+from medfuse.data.raw import SPECS, InputError, RawFile, locate
+from medfuse.data.sections import ALLOWED_SECTIONS, extract_sections
+from medfuse.data.splits import SPLIT_NAMES, stratified_split
+from medfuse.progress import ProgressFn, no_progress
+
+SCHEMA_VERSION = 1
+LAB_CLIP = 5.0
+NOTE_BATCH_ROWS = 2048
+
+__all__ = ["InputError", "prepare_cohort"]
+
+
+@dataclass
+class RowAccount:
+    """Where the rows of one raw table went."""
+
+    read: int = 0
+    used: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    repaired: Counter = field(default_factory=Counter)
+
+    def drop(self, reasons: dict[str | None, int]) -> None:
+        """Add ``{reason: rows}`` counts; the ``None`` reason is not a drop and is ignored."""
+        for reason, n in reasons.items():
+            if reason is not None and n:
+                self.dropped[reason] += int(n)
+
+    def check(self, table: str) -> None:
+        if self.read != self.used + sum(self.dropped.values()):
+            raise AssertionError(
+                f"row accounting broken for {table}: read {self.read} != used {self.used} + dropped {dict(self.dropped)}"
+            )
+
+    def as_dict(self) -> dict:
+        return {"read": self.read, "used": self.used, "dropped": dict(sorted(self.dropped.items())),
+                "repaired": dict(sorted(self.repaired.items()))}
+
+
+class _Pipeline:
+    """One run of ``prepare``: a DuckDB connection, the located raw files and the row accounts."""
+
+    def __init__(self, raw: Path, work: Path, cfg: PrepareConfig, progress: ProgressFn):
+        import duckdb
+
+        self.raw, self.work, self.cfg, self.progress = raw, work, cfg, progress
+        settings = {"memory_limit": cfg.memory_limit, "temp_directory": str(work / ".spill"),
+                    "preserve_insertion_order": False}
+        if cfg.threads:
+            settings["threads"] = cfg.threads
+        self.duckdb = duckdb
+        self.con = duckdb.connect(config=settings)
+        self.accounts: dict[str, RowAccount] = {}
+        self.timings: dict[str, float] = {}
+        self.files: dict[str, RawFile | None] = {name: locate(raw, cfg.source, name) for name in SPECS[cfg.source]}
+
+    # -- helpers -----------------------------------------------------------------------------
+    def sql(self, query: str, stage: str | None = None):
+        """Run a statement; with ``stage``, report DuckDB's progress on it while it runs."""
+        if stage is None:
+            return self.con.execute(query)
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(0.5):
+                p = self.con.query_progress()
+                if p >= 0:
+                    self.progress(stage, p / 100.0)
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        try:
+            return self.con.execute(query)
+        finally:
+            done.set()
+            thread.join()
+
+    def scalar(self, query: str):
+        return self.con.execute(query).fetchone()[0]
+
+    def counts(self, query: str) -> dict:
+        return dict(self.con.execute(query).fetchall())
+
+    def read_csv(self, name: str) -> str:
+        """A subquery over raw table ``name`` with its needed columns, as text, under our column names.
+
+        Rows the CSV parser rejects (invalid UTF-8, wrong field count) land in ``rej_<name>``.
+        """
+        f = self.files[name]
+        names = "[" + ", ".join(f"'{h}'" for h in f.header) + "]"
+        path = str(f.path).replace("'", "''")
+        columns = ", ".join(f'"{raw}" AS {ours}' for ours, raw in SPECS[self.cfg.source][name].columns.items())
+        return (
+            f"(SELECT {columns} FROM read_csv('{path}', header=true, names={names}, all_varchar=true, delim=',', "
+            f"quote='\"', escape='\"', store_rejects=true, rejects_table='rej_{name}', "
+            f"rejects_scan='rejscan_{name}', max_line_size=67108864))"
+        )
+
+    def start_account(self, name: str, table: str) -> RowAccount:
+        """Account for ``table`` (loaded from raw table ``name``): rows loaded plus rows the parser rejected."""
+        acc = self.accounts.setdefault(name, RowAccount())
+        acc.read = self.scalar(f"SELECT count(*) FROM {table}")
+        rejects = self.counts(
+            f"SELECT CASE WHEN error_type = 'INVALID ENCODING' THEN 'invalid_utf8' ELSE 'malformed_csv_row' END, "
+            f"count(DISTINCT line) FROM rej_{name} GROUP BY ALL"
+        )
+        acc.read += sum(rejects.values())
+        acc.drop(rejects)
+        return acc
+
+    def stage(self, name: str, fn) -> None:
+        t0 = time.perf_counter()
+        self.progress(name, 0.0)
+        try:
+            fn()
+        except (self.duckdb.IOException, self.duckdb.InvalidInputException) as e:
+            raise InputError(self._describe_duckdb_error(e)) from None
+        self.progress(name, 1.0)
+        self.timings[name] = round(time.perf_counter() - t0, 3)
+
+    def _describe_duckdb_error(self, e: Exception) -> str:
+        first = str(e).strip().splitlines()[0]
+        for f in self.files.values():
+            if f is not None and str(f.path) in str(e):
+                return f"{f.path}: {first}"
+        return first
+
+    # -- stages --------------------------------------------------------------------------------
+    def admissions(self) -> None:
+        c = self.con
+        if self.cfg.source == "mimic3":
+            birth = "TRY_CAST(dob AS TIMESTAMP) AS dob, NULL::DOUBLE AS anchor_age, NULL::INTEGER AS anchor_year"
+        else:
+            birth = ("NULL::TIMESTAMP AS dob, TRY_CAST(anchor_age AS DOUBLE) AS anchor_age, "
+                     "TRY_CAST(anchor_year AS INTEGER) AS anchor_year")
+        c.execute(f"""CREATE TABLE patients_raw AS SELECT TRY_CAST(subject_id AS BIGINT) AS subject_id,
+            upper(trim(gender)) AS sex, {birth} FROM {self.read_csv('patients')}""")
+        acc = self.start_account("patients", "patients_raw")
+        c.execute("""CREATE TABLE patients_rows AS SELECT *, CASE
+              WHEN subject_id IS NULL THEN 'invalid_id'
+              WHEN row_number() OVER (PARTITION BY subject_id ORDER BY dob, anchor_year) > 1 THEN 'duplicate'
+            END AS reason FROM patients_raw""")
+        acc.drop(self.counts("SELECT reason, count(*) FROM patients_rows GROUP BY reason"))
+        c.execute("CREATE TABLE patients AS SELECT * FROM patients_rows WHERE reason IS NULL")
+        acc.used = self.scalar("SELECT count(*) FROM patients")
+
+        c.execute(f"""CREATE TABLE admissions_raw AS SELECT TRY_CAST(subject_id AS BIGINT) AS subject_id,
+            TRY_CAST(hadm_id AS BIGINT) AS hadm_id, TRY_CAST(admittime AS TIMESTAMP) AS admittime,
+            TRY_CAST(dischtime AS TIMESTAMP) AS dischtime FROM {self.read_csv('admissions')}""")
+        self.start_account("admissions", "admissions_raw")
+        c.execute("""CREATE TABLE admissions_rows AS SELECT a.*, CASE
+              WHEN a.subject_id IS NULL OR a.hadm_id IS NULL THEN 'invalid_id'
+              WHEN a.admittime IS NULL OR a.dischtime IS NULL THEN 'missing_time'
+              WHEN a.dischtime < a.admittime THEN 'discharge_before_admission'
+              WHEN p.subject_id IS NULL THEN 'unknown_patient'
+              WHEN row_number() OVER (PARTITION BY a.hadm_id ORDER BY a.admittime) > 1 THEN 'duplicate'
+            END AS reason
+            FROM admissions_raw a LEFT JOIN patients p USING (subject_id)""")
+
+    def diagnoses_and_labels(self, diseases: list[Disease]) -> None:
+        c = self.con
+        version = "TRY_CAST(icd_version AS INTEGER)" if self.cfg.source == "mimic4" else "9"
+        c.execute(f"""CREATE TABLE diagnoses_raw AS SELECT TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
+            upper(replace(trim(icd_code), '.', '')) AS code, trim(icd_code) AS code_raw, {version} AS version
+            FROM {self.read_csv('diagnoses')}""")
+        acc = self.start_account("diagnoses", "diagnoses_raw")
+        c.execute(f"""CREATE TABLE diagnoses_rows AS SELECT d.*, CASE
+              WHEN a.hadm_id IS NULL THEN 'unknown_admission'
+              WHEN d.code IS NULL OR d.code = '' THEN 'missing_icd_code'
+              WHEN NOT regexp_matches(d.code, '{ICD_CODE_REGEX}') THEN 'malformed_icd_code'
+              WHEN d.version IS NULL OR d.version NOT IN (9, 10) THEN 'invalid_icd_version'
+              WHEN row_number() OVER (PARTITION BY d.hadm_id, d.code, d.version) > 1 THEN 'duplicate'
+            END AS reason
+            FROM diagnoses_raw d LEFT JOIN (SELECT hadm_id FROM admissions_rows WHERE reason IS NULL) a
+            USING (hadm_id)""")
+        acc.drop(self.counts("SELECT reason, count(*) FROM diagnoses_rows GROUP BY reason"))
+        acc.used = self.scalar("SELECT count(*) FROM diagnoses_rows WHERE reason IS NULL")
+        acc.repaired["normalized_icd_code"] = self.scalar(
+            "SELECT count(*) FROM diagnoses_rows WHERE reason IS NULL AND code <> code_raw")
+
+        def match(d: Disease) -> str:
+            parts = [f"(version = {v} AND regexp_matches(code, '^({'|'.join(p)})'))"
+                     for v, p in ((9, d.icd9), (10, d.icd10)) if p]
+            return f"max(CASE WHEN {' OR '.join(parts)} THEN 1 ELSE 0 END)::TINYINT AS {d.name}"
+
+        c.execute(f"""CREATE TABLE labels AS SELECT hadm_id, {', '.join(match(d) for d in diseases)}
+            FROM diagnoses_rows WHERE reason IS NULL GROUP BY hadm_id""")
+        c.execute("""UPDATE admissions_rows SET reason = 'no_diagnoses'
+            WHERE reason IS NULL AND hadm_id NOT IN (SELECT hadm_id FROM labels)""")
+        adm = self.accounts["admissions"]
+        adm.drop(self.counts("SELECT reason, count(*) FROM admissions_rows GROUP BY reason"))
+        if self.cfg.source == "mimic3":  # MIMIC-III shifts ages over 89 to about 300
+            age = "epoch(a.admittime - p.dob) / (365.2425 * 86400)"
+        else:
+            age = "p.anchor_age + year(a.admittime) - p.anchor_year"
+        h = float(self.cfg.lab_hours_before_admission)
+        c.execute(f"""CREATE TABLE cohort AS SELECT
+              row_number() OVER (ORDER BY a.subject_id, a.admittime, a.hadm_id) - 1 AS row,
+              a.subject_id, a.hadm_id, a.admittime, a.dischtime,
+              round(least({age}, 90), 2)::DOUBLE AS age,
+              CASE WHEN p.sex IN ('F', 'M') THEN p.sex END AS sex,
+              a.admittime - to_microseconds(CAST({h} * 3600e6 AS BIGINT)) AS win_start
+            FROM admissions_rows a JOIN patients p USING (subject_id) WHERE a.reason IS NULL""")
+        adm.used = self.scalar("SELECT count(*) FROM cohort")
+        adm.repaired["age_capped_at_90"] = self.scalar(f"""SELECT count(*) FROM admissions_rows a
+            JOIN patients p USING (subject_id) WHERE a.reason IS NULL AND {age} > 90""")
+        if adm.used == 0:
+            raise InputError(f"{self.files['admissions'].path}: no usable admission (see dropped reasons: "
+                             f"{dict(adm.dropped)})")
+
+    def splits(self, diseases: list[Disease]) -> None:
+        names = [d.name for d in diseases]
+        patients = self.con.execute(f"""SELECT c.subject_id, {', '.join(f'max(l.{n})' for n in names)}
+            FROM cohort c JOIN labels l USING (hadm_id) GROUP BY c.subject_id ORDER BY c.subject_id""").fetchnumpy()
+        y = np.stack([patients[k] for k in list(patients)[1:]], axis=1)
+        fold = stratified_split(y, self.cfg.split_fractions, self.cfg.seed)
+        split_of_patient = pa.table({"subject_id": patients["subject_id"],
+                                     "split": pa.array(np.asarray(SPLIT_NAMES)[fold])})
+        self.con.register("split_of_patient", split_of_patient)
+        self.con.execute("""CREATE TABLE splits AS SELECT c.row, c.subject_id, c.hadm_id, s.split
+            FROM cohort c JOIN split_of_patient s USING (subject_id)""")
+
+    def labs(self) -> None:
+        c, src = self.con, self.cfg.source
+        if src == "mimic4":
+            refs = "TRY_CAST(ref_low AS DOUBLE) AS ref_low, TRY_CAST(ref_high AS DOUBLE) AS ref_high"
+        else:
+            refs = "NULL::DOUBLE AS ref_low, NULL::DOUBLE AS ref_high"
+        c.execute(f"""CREATE TABLE labitems AS SELECT DISTINCT ON (itemid) TRY_CAST(itemid AS INTEGER) AS itemid,
+            label, fluid, category FROM {self.read_csv('labitems')} WHERE TRY_CAST(itemid AS INTEGER) IS NOT NULL""")
+        censored = r"TRY_CAST(regexp_extract(value, '^\s*[<>]=?\s*(-?[0-9]*\.?[0-9]+)\s*$', 1) AS DOUBLE)"
+        numeric = "COALESCE(TRY_CAST(valuenum AS DOUBLE), TRY_CAST(trim(value) AS DOUBLE))"
+        self.sql(f"""CREATE TABLE lab_rows AS SELECT
+              TRY_CAST(subject_id AS BIGINT) AS subject_id, TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
+              TRY_CAST(itemid AS INTEGER) AS itemid, TRY_CAST(charttime AS TIMESTAMP) AS t,
+              COALESCE({numeric}, {censored}) AS num, {numeric} IS NULL AND {censored} IS NOT NULL AS censored,
+              trim(unit) AS unit, lower(trim(flag)) = 'abnormal' AS abnormal, {refs}
+            FROM {self.read_csv('labevents')}""", stage="labs: read")
+        acc = self.start_account("labevents", "lab_rows")
+        self.progress("labs: clean", 0.0)
+        self.sql("""CREATE TABLE lab_clean AS
+            WITH matched AS (
+              SELECT l.rowid AS rid, arg_max(c.hadm_id, c.admittime) AS hadm_id
+              FROM lab_rows l JOIN cohort c ON l.subject_id = c.subject_id AND l.t BETWEEN c.win_start AND c.dischtime
+              WHERE l.hadm_id IS NULL GROUP BY l.rowid)
+            SELECT COALESCE(l.hadm_id, m.hadm_id) AS hadm_id, l.itemid, l.t, l.num, l.censored, l.unit, l.abnormal,
+              l.ref_low, l.ref_high, l.hadm_id IS NULL AS from_window, CASE
+                WHEN l.subject_id IS NULL OR l.itemid IS NULL THEN 'invalid_id'
+                WHEN l.t IS NULL THEN 'missing_time'
+                WHEN l.num IS NULL THEN 'non_numeric_value'
+                WHEN isinf(l.num) OR isnan(l.num) THEN 'non_finite_value'
+                WHEN li.itemid IS NULL THEN 'unknown_test'
+                WHEN l.hadm_id IS NULL AND m.hadm_id IS NULL THEN 'outside_any_admission'
+                WHEN c.hadm_id IS NULL THEN 'admission_not_in_cohort'
+                WHEN l.t < c.win_start OR l.t > c.dischtime THEN 'outside_admission_window'
+              END AS reason
+            FROM lab_rows l LEFT JOIN matched m ON l.rowid = m.rid
+            LEFT JOIN cohort c ON c.hadm_id = COALESCE(l.hadm_id, m.hadm_id)
+            LEFT JOIN labitems li ON li.itemid = l.itemid""", stage="labs: clean")
+        c.execute("DROP TABLE lab_rows")
+        acc.drop(self.counts("SELECT reason, count(*) FROM lab_clean GROUP BY reason"))
+        acc.repaired["hadm_id_from_time_window"] = self.scalar(
+            "SELECT count(*) FROM lab_clean WHERE reason IS NULL AND from_window")
+        self.sql("""CREATE TABLE lab_obs AS SELECT hadm_id, itemid, t, num, bool_or(censored) AS censored,
+              any_value(unit) AS unit, bool_or(abnormal) AS abnormal, any_value(ref_low) AS ref_low,
+              any_value(ref_high) AS ref_high, count(*) AS n
+            FROM lab_clean WHERE reason IS NULL GROUP BY hadm_id, itemid, t, num""", stage="labs: deduplicate")
+        c.execute("DROP TABLE lab_clean")
+        acc.drop({"duplicate": self.scalar("SELECT COALESCE(sum(n - 1), 0) FROM lab_obs")})
+        self._select_tests()
+        acc.drop({"test_not_selected": self.scalar(
+            "SELECT count(*) FROM lab_obs WHERE itemid NOT IN (SELECT itemid FROM lab_tests)")})
+        c.execute("DELETE FROM lab_obs WHERE itemid NOT IN (SELECT itemid FROM lab_tests)")
+        acc.used = self.scalar("SELECT count(*) FROM lab_obs")
+        acc.repaired["censored_value"] = self.scalar("SELECT count(*) FROM lab_obs WHERE censored")
+        self._lab_table()
+        self._lab_text()
+
+    def _select_tests(self) -> None:
+        """Lab tests that become columns: frequent enough in *training* admissions, most frequent first."""
+        cfg, c = self.cfg, self.con
+        n_train = self.scalar("SELECT count(*) FROM splits WHERE split = 'train'")
+        c.execute(f"""CREATE TABLE lab_tests AS
+            WITH freq AS (
+              SELECT o.itemid, count(DISTINCT o.hadm_id) / {n_train} AS train_fraction, mode(o.unit) AS unit,
+                median(o.num) AS median, quantile_cont(o.num, 0.25) AS q25, quantile_cont(o.num, 0.75) AS q75,
+                quantile_cont(o.num, 0.01) AS q01, quantile_cont(o.num, 0.99) AS q99, stddev_samp(o.num) AS sd
+              FROM lab_obs o JOIN splits s ON s.hadm_id = o.hadm_id AND s.split = 'train' GROUP BY o.itemid)
+            SELECT row_number() OVER (ORDER BY f.train_fraction DESC, f.itemid) - 1 AS rank,
+              'lab_' || f.itemid AS key, f.itemid, li.label, li.fluid, li.category, COALESCE(f.unit, '') AS unit,
+              f.train_fraction, f.median,
+              CASE WHEN f.q75 > f.q25 THEN (f.q75 - f.q25) / 1.349 WHEN f.sd > 0 THEN f.sd ELSE 1.0 END AS scale,
+              f.q01, f.q99
+            FROM freq f JOIN labitems li USING (itemid)
+            WHERE f.train_fraction >= {cfg.lab_min_admission_fraction}
+            ORDER BY rank LIMIT {cfg.lab_max_tests}""")
+        if self.scalar("SELECT count(*) FROM lab_tests") == 0:
+            raise InputError(f"{self.files['labevents'].path}: no lab test is measured in at least "
+                             f"{cfg.lab_min_admission_fraction:.0%} of training admissions")
+
+    def _lab_table(self) -> None:
+        c = self.con
+        c.execute("""CREATE TABLE lab_agg AS SELECT hadm_id, itemid, last(num ORDER BY t, num) AS last,
+            avg(num) AS mean, min(num) AS min, max(num) AS max, count(*)::INTEGER AS count
+            FROM lab_obs GROUP BY hadm_id, itemid""")
+        cols = []
+        for (itemid,) in c.execute("SELECT itemid FROM lab_tests ORDER BY rank").fetchall():
+            k = f"lab_{itemid}"
+            cols += [f"max(CASE WHEN g.itemid = {itemid} THEN g.{a} END) AS {k}__{a}" for a in ("last", "mean", "min", "max")]
+            cols += [f"COALESCE(max(CASE WHEN g.itemid = {itemid} THEN g.count END), 0)::INTEGER AS {k}__count",
+                     f"COALESCE(max(CASE WHEN g.itemid = {itemid} THEN g.count END), 0) > 0 AS {k}__observed"]
+        c.execute(f"""CREATE TABLE labs AS SELECT c.row, c.hadm_id, {', '.join(cols)}
+            FROM cohort c LEFT JOIN lab_agg g USING (hadm_id) GROUP BY c.row, c.hadm_id""")
+
+    def _lab_text(self) -> None:
+        direction = """CASE WHEN o.ref_high IS NOT NULL AND o.num > o.ref_high THEN 'high'
+                            WHEN o.ref_low IS NOT NULL AND o.num < o.ref_low THEN 'low' ELSE 'abnormal' END"""
+        self.con.execute(f"""CREATE TABLE lab_text AS
+            WITH last_abnormal AS (
+              SELECT o.hadm_id, o.itemid, last(o.num ORDER BY o.t, o.num) AS num,
+                last({direction} ORDER BY o.t, o.num) AS direction
+              FROM lab_obs o WHERE o.abnormal
+                OR (o.ref_high IS NOT NULL AND o.num > o.ref_high) OR (o.ref_low IS NOT NULL AND o.num < o.ref_low)
+              GROUP BY o.hadm_id, o.itemid)
+            SELECT c.row, a.hadm_id,
+              'Abnormal labs: ' || string_agg(trim(t.label || ' ' || printf('%.4g', a.num) || ' ' || t.unit)
+                || ' (' || a.direction || ')', '; ' ORDER BY t.rank) || '.' AS text,
+              count(*)::INTEGER AS n_abnormal
+            FROM last_abnormal a JOIN lab_tests t USING (itemid) JOIN cohort c USING (hadm_id)
+            GROUP BY c.row, a.hadm_id""")
+
+    def notes(self) -> str:
+        """Extract the allowed sections of discharge summaries; returns the notes status."""
+        f = self.files["notes"]
+        acc = self.accounts.setdefault("notes", RowAccount())
+        if f is None or not f.has_rows:
+            self.con.execute("CREATE TABLE notes (row BIGINT, hadm_id BIGINT, n_notes INTEGER, "
+                             + ", ".join(f"{s} VARCHAR" for s in ALLOWED_SECTIONS) + ")")
+            return "missing" if f is None else "empty"
+        if self.cfg.source == "mimic3":
+            kind = "lower(trim(category)) = 'discharge summary'"
+            error = "trim(COALESCE(iserror, '')) NOT IN ('', '0')"
+        else:
+            kind, error = "true", "false"
+        self.sql(f"""CREATE TABLE note_rows AS SELECT TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
+              TRY_CAST(chartdate AS TIMESTAMP) AS t, {kind} AS is_discharge, {error} AS is_error, text
+            FROM {self.read_csv('notes')}""", stage="notes: read")
+        self.start_account("notes", "note_rows")
+        self.con.execute("""CREATE TABLE note_rows2 AS SELECT n.rowid AS rid, n.hadm_id, n.t, n.text, CASE
+              WHEN NOT n.is_discharge THEN 'not_discharge_summary'
+              WHEN n.is_error THEN 'marked_error'
+              WHEN n.hadm_id IS NULL THEN 'missing_admission_id'
+              WHEN c.hadm_id IS NULL THEN 'admission_not_in_cohort'
+              WHEN n.text IS NULL OR trim(n.text) = '' THEN 'empty_text'
+            END AS reason FROM note_rows n LEFT JOIN cohort c USING (hadm_id)""")
+        self.con.execute("DROP TABLE note_rows")
+        acc.drop(self.counts("SELECT reason, count(*) FROM note_rows2 GROUP BY reason"))
+        total = self.scalar("SELECT count(*) FROM note_rows2 WHERE reason IS NULL")
+        reader = self.con.execute(
+            "SELECT hadm_id, t, rid, text FROM note_rows2 WHERE reason IS NULL").fetch_record_batch(NOTE_BATCH_ROWS)
+        parts: dict[str, list] = {"hadm_id": [], "t": [], "rid": [], **{s: [] for s in ALLOWED_SECTIONS}}
+        done = no_sections = 0
+        for batch in reader:
+            d = batch.to_pydict()
+            for hadm_id, t, rid, text in zip(d["hadm_id"], d["t"], d["rid"], d["text"]):
+                found = extract_sections(text)
+                if not found:
+                    no_sections += 1
+                    continue
+                parts["hadm_id"].append(hadm_id)
+                parts["t"].append(t)
+                parts["rid"].append(rid)
+                for s in ALLOWED_SECTIONS:
+                    parts[s].append(found.get(s))
+            done += batch.num_rows
+            self.progress("notes: sections", done / max(total, 1))
+        self.con.execute("DROP TABLE note_rows2")
+        acc.drop({"no_allowed_section": no_sections})
+        acc.used = total - no_sections
+        sections = pa.table(parts, schema=pa.schema(
+            [("hadm_id", pa.int64()), ("t", pa.timestamp("us")), ("rid", pa.int64())]
+            + [(s, pa.string()) for s in ALLOWED_SECTIONS]))
+        self.con.register("note_sections", sections)
+        aggs = ", ".join(f"string_agg({s}, '\n' ORDER BY t, rid) AS {s}" for s in ALLOWED_SECTIONS)
+        self.con.execute(f"""CREATE TABLE notes AS SELECT c.row, n.hadm_id, count(*)::INTEGER AS n_notes, {aggs}
+            FROM note_sections n JOIN cohort c USING (hadm_id) GROUP BY c.row, n.hadm_id""")
+        self.con.unregister("note_sections")
+        return "present"
+
+    def write(self, out: Path, diseases: list[Disease]) -> dict[str, int]:
+        """Write every cohort table as Parquet in cohort row order; returns rows per file."""
+        sections = ", ".join(ALLOWED_SECTIONS)
+        queries = {
+            "admissions": """SELECT c.subject_id, c.hadm_id, c.admittime, c.dischtime, c.age, c.sex,
+                COALESCE(l.has_labs, false) AS has_labs, n.hadm_id IS NOT NULL AS has_notes
+                FROM cohort c LEFT JOIN (SELECT DISTINCT hadm_id, true AS has_labs FROM lab_obs) l USING (hadm_id)
+                LEFT JOIN notes n USING (hadm_id) ORDER BY c.row""",
+            "labs": "SELECT * EXCLUDE (row) FROM labs ORDER BY row",
+            "lab_tests": "SELECT * EXCLUDE (rank) FROM lab_tests ORDER BY rank",
+            "lab_text": "SELECT hadm_id, text, n_abnormal FROM lab_text ORDER BY row",
+            "notes": f"SELECT hadm_id, {sections}, n_notes FROM notes ORDER BY row",
+            "labels": f"SELECT c.hadm_id, {', '.join(d.name for d in diseases)} FROM cohort c JOIN labels USING (hadm_id) ORDER BY c.row",
+            "splits": "SELECT subject_id, hadm_id, split FROM splits ORDER BY row",
+        }
+        rows = {}
+        for name, q in queries.items():
+            path = out / f"{name}.parquet"
+            self.con.execute(f"COPY ({q}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
+            rows[path.name] = pq.ParquetFile(path).metadata.num_rows
+        return rows
+
+    def summary(self, diseases: list[Disease]) -> tuple[dict, dict]:
+        """Split sizes and per-split label prevalence."""
+        names = [d.name for d in diseases]
+        sizes = {}
+        prevalence = {}
+        for split in (*SPLIT_NAMES, "all"):
+            where = "" if split == "all" else f"WHERE s.split = '{split}'"
+            r = self.con.execute(f"""SELECT count(*), count(DISTINCT s.subject_id), {', '.join(f'avg(l.{n})' for n in names)}
+                FROM splits s JOIN labels l USING (hadm_id) {where}""").fetchone()
+            sizes[split] = {"admissions": r[0], "patients": r[1]}
+            prevalence[split] = {n: round(float(v or 0.0), 4) for n, v in zip(names, r[2:])}
+        return sizes, prevalence
+
+
+def prepare_cohort(
+    raw: str | Path,
+    out: str | Path,
+    cfg: PrepareConfig,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> dict:
+    """Build a cohort folder from raw MIMIC-III/IV files and return its manifest (see docs/data.md).
+
+    Raises :class:`InputError` (nothing written) for a structural problem with the input.
+    """
+    raw, out = Path(raw), Path(out)
+    progress = progress or no_progress
+    if not raw.is_dir():
+        raise InputError(f"{raw}: raw data folder not found")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists (pass --overwrite to replace it)")
+    try:
+        diseases = load_diseases(cfg.diseases or None)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{cfg.diseases or 'diseases.toml'}: {e}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    t0 = time.perf_counter()
+    try:
+        p = _Pipeline(raw, work, cfg, progress)
+        p.stage("admissions", p.admissions)
+        p.stage("diagnoses & labels", lambda: p.diagnoses_and_labels(diseases))
+        p.stage("patient-level split", lambda: p.splits(diseases))
+        p.stage("labs", p.labs)
+        notes_status = []
+        p.stage("notes", lambda: notes_status.append(p.notes()))
+        for name, acc in p.accounts.items():
+            acc.check(name)
+        rows: dict[str, int] = {}
+        p.stage("write", lambda: rows.update(p.write(work, diseases)))
+        sizes, prevalence = p.summary(diseases)
+        p.con.close()
+        shutil.rmtree(work / ".spill", ignore_errors=True)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "source": cfg.source,
+            "raw": str(raw.resolve()),
+            "medfuse_version": __version__,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "config": cfg.model_dump(mode="json"),
+            "config_hash": config_hash(cfg),
+            "labels": [d.name for d in diseases],
+            "label_titles": {d.name: d.title for d in diseases},
+            "tables": {name: acc.as_dict() for name, acc in p.accounts.items()},
+            "outputs": rows,
+            "split_sizes": sizes,
+            "prevalence": prevalence,
+            "notes_status": notes_status[0],
+            "lab_normalization": {"method": "robust", "center": "median", "scale": "IQR/1.349", "clip": LAB_CLIP,
+                                  "fitted_on": "train"},
+            "timings": {**p.timings, "total": round(time.perf_counter() - t0, 3)},
+        }
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+        return manifest
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise

@@ -1,0 +1,137 @@
+"""Raw MIMIC-III / MIMIC-IV files: where they are, which columns are required, and reading them.
+
+Structural problems (missing file or column, unreadable or truncated gzip, empty required table)
+raise :class:`InputError` with the file and column named. Row-level problems are left to the SQL
+that types the rows, which drops or repairs them and counts each by reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """A raw input that cannot be used at all; the message names the file (and column)."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One raw table: its file stem per source and the columns we need, keyed by our own name."""
+
+    stem: str
+    columns: dict[str, str]  # our name -> raw column name (lower-case)
+    required: bool = True
+
+
+SPECS: dict[str, dict[str, TableSpec]] = {
+    "mimic3": {
+        "patients": TableSpec("PATIENTS", {"subject_id": "subject_id", "gender": "gender", "dob": "dob"}),
+        "admissions": TableSpec(
+            "ADMISSIONS",
+            {"subject_id": "subject_id", "hadm_id": "hadm_id", "admittime": "admittime", "dischtime": "dischtime"},
+        ),
+        "diagnoses": TableSpec("DIAGNOSES_ICD", {"subject_id": "subject_id", "hadm_id": "hadm_id", "icd_code": "icd9_code"}),
+        "labitems": TableSpec("D_LABITEMS", {"itemid": "itemid", "label": "label", "fluid": "fluid", "category": "category"}),
+        "labevents": TableSpec(
+            "LABEVENTS",
+            {
+                "subject_id": "subject_id", "hadm_id": "hadm_id", "itemid": "itemid", "charttime": "charttime",
+                "value": "value", "valuenum": "valuenum", "unit": "valueuom", "flag": "flag",
+            },
+        ),
+        "notes": TableSpec(
+            "NOTEEVENTS",
+            {
+                "hadm_id": "hadm_id", "chartdate": "chartdate", "category": "category",
+                "iserror": "iserror", "text": "text",
+            },
+            required=False,
+        ),
+    },
+    "mimic4": {
+        "patients": TableSpec(
+            "hosp/patients",
+            {"subject_id": "subject_id", "gender": "gender", "anchor_age": "anchor_age", "anchor_year": "anchor_year"},
+        ),
+        "admissions": TableSpec(
+            "hosp/admissions",
+            {"subject_id": "subject_id", "hadm_id": "hadm_id", "admittime": "admittime", "dischtime": "dischtime"},
+        ),
+        "diagnoses": TableSpec(
+            "hosp/diagnoses_icd",
+            {"subject_id": "subject_id", "hadm_id": "hadm_id", "icd_code": "icd_code", "icd_version": "icd_version"},
+        ),
+        "labitems": TableSpec(
+            "hosp/d_labitems", {"itemid": "itemid", "label": "label", "fluid": "fluid", "category": "category"}
+        ),
+        "labevents": TableSpec(
+            "hosp/labevents",
+            {
+                "subject_id": "subject_id", "hadm_id": "hadm_id", "itemid": "itemid", "charttime": "charttime",
+                "value": "value", "valuenum": "valuenum", "unit": "valueuom", "flag": "flag",
+                "ref_low": "ref_range_lower", "ref_high": "ref_range_upper",
+            },
+        ),
+        "notes": TableSpec("note/discharge", {"hadm_id": "hadm_id", "chartdate": "charttime", "text": "text"}, required=False),
+    },
+}
+
+
+@dataclass
+class RawFile:
+    """A located raw file with its header (lower-cased names) and whether it has any data row."""
+
+    path: Path
+    header: list[str]
+    has_rows: bool
+
+
+def find_file(root: Path, stem: str) -> Path | None:
+    """``stem.csv.gz`` or ``stem.csv``, matching the file name case-insensitively."""
+    folder = root / Path(stem).parent
+    if not folder.is_dir():
+        return None
+    wanted = {f"{Path(stem).name}.csv.gz".lower(), f"{Path(stem).name}.csv".lower()}
+    matches = sorted(p for p in folder.iterdir() if p.name.lower() in wanted)
+    return matches[0] if matches else None  # .csv sorts before .csv.gz
+
+
+def _probe(path: Path) -> tuple[list[str], bool]:
+    """Read the header and check that at least one data line follows, without reading the whole file."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(f"{path}: cannot read ({e})") from None
+    text = head.decode("utf-8-sig", errors="replace")
+    first, _, rest = text.replace("\r\n", "\n").partition("\n")
+    if not first.strip():
+        raise InputError(f"{path}: empty file (no header line)")
+    header = next(csv.reader(io.StringIO(first)))
+    names = [h.strip().strip('"').strip().lower() for h in header]
+    return names, bool(rest.strip())
+
+
+def locate(root: Path, source: str, name: str) -> RawFile | None:
+    """Find and probe one raw table; ``None`` for a missing optional table."""
+    spec = SPECS[source][name]
+    path = find_file(root, spec.stem)
+    if path is None:
+        if spec.required:
+            raise InputError(f"{root / spec.stem}.csv.gz: required file not found (plain .csv is accepted too)")
+        return None
+    header, has_rows = _probe(path)
+    if not has_rows:
+        if spec.required:
+            raise InputError(f"{path}: required table is empty (header only)")
+        return RawFile(path, header, False)
+    missing = [raw for raw in spec.columns.values() if raw not in header]
+    if missing:
+        raise InputError(f"{path}: missing required column {missing[0].upper()!r} (found: {', '.join(header)})")
+    return RawFile(path, header, True)

@@ -1,0 +1,44 @@
+"""Terminal summaries (rich tables) printed by the CLI at the end of each command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def print_mapping(title: str, values: dict) -> None:
+    """A two-column key/value table."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    for key, value in values.items():
+        table.add_row(str(key), f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+
+
+def print_cohort_summary(out: Path, manifest: dict) -> None:
+    """Split sizes, label prevalence and row accounting of a prepared cohort."""
+    sizes, prev = manifest["split_sizes"], manifest["prevalence"]
+    splits = [s for s in sizes if s != "all"]
+    table = Table(title=f"cohort {out} ({manifest['source']}, notes: {manifest['notes_status']})",
+                  title_justify="left")
+    table.add_column("")
+    for s in [*splits, "all"]:
+        table.add_column(s, justify="right")
+    table.add_row("patients", *[f"{sizes[s]['patients']:,}" for s in [*splits, "all"]])
+    table.add_row("admissions", *[f"{sizes[s]['admissions']:,}" for s in [*splits, "all"]], end_section=True)
+    for label in manifest["labels"]:
+        table.add_row(label, *[f"{prev[s][label]:.1%}" for s in [*splits, "all"]])
+    console.print(table)
+
+    rows = Table(title="raw rows", title_justify="left")
+    for col in ("table", "read", "used", "dropped (by reason)"):
+        rows.add_column(col, justify="left" if col in ("table", "dropped (by reason)") else "right")
+    for name, acc in manifest["tables"].items():
+        dropped = ", ".join(f"{k} {v:,}" for k, v in acc["dropped"].items()) or "-"
+        rows.add_row(name, f"{acc['read']:,}", f"{acc['used']:,}", dropped)
+    console.print(rows)
+    console.print(f"{len(manifest['outputs'])} tables written in {manifest['timings']['total']:.1f} s "
+                  f"({manifest['outputs']['lab_tests.parquet']} lab tests selected)")
