@@ -10,8 +10,8 @@ SPLIT_NAMES = ("train", "val", "test")
 def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> np.ndarray:
     """Assign each row of a multi-hot matrix ``y [n, L]`` to a fold so every label is spread as ``fractions``.
 
-    Rarest labels are placed first; each row goes to the fold that still needs most of that label
-    (ties: the fold that needs most rows, then at random). Rows without any label fill the folds'
+    Rarest labels are placed first; each row goes to the fold, among those not yet full, that still
+    needs most of that label (ties: the fold that needs most rows, then at random). Rows without any label fill the folds'
     remaining quotas at random. Returns fold indices ``[n]``; deterministic for a seed.
     """
     rng = np.random.default_rng(seed)
@@ -29,7 +29,9 @@ def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> 
         label = int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))
         rows = np.flatnonzero(remaining & y[:, label])
         for i in rng.permutation(rows):
-            best = np.flatnonzero(need_label[:, label] == need_label[:, label].max())
+            open_ = np.flatnonzero(need_rows >= 1) if (need_rows >= 1).any() else np.arange(len(frac))
+            want = need_label[open_, label]
+            best = open_[want == want.max()]
             if len(best) > 1:
                 best = best[need_rows[best] == need_rows[best].max()]
             f = int(rng.choice(best))
