@@ -1,0 +1,51 @@
+"""Helpers shared by the benchmark scripts: cached synthetic data, timing a child process, results."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent
+CACHE = ROOT / ".cache"
+RESULTS = ROOT / "results"
+
+
+def synthetic_raw(fmt: str, admissions: int, seed: int = 0) -> Path:
+    """A synthetic raw dataset, generated once and kept under benchmarks/.cache."""
+    from medfuse.data.synth import generate
+
+    out = CACHE / f"synth-{fmt}-{admissions}-{seed}"
+    if not (out / ".complete").exists():
+        generate(out, fmt, admissions, seed=seed)
+        (out / ".complete").touch()
+    return out
+
+
+def run_child(code: str) -> dict:
+    """Run Python ``code`` in a fresh process; wall seconds and that process's own peak RSS in MiB."""
+    report = "\nimport resource, sys; print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code + report], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    peak_kib = int(proc.stderr.rsplit("PEAK_RSS_KIB", 1)[1].split()[0])
+    return {"seconds": round(wall, 2), "peak_rss_mib": round(peak_kib / 1024, 1), "stdout": proc.stdout}
+
+
+def machine() -> dict:
+    return {"python": platform.python_version(), "cpus": psutil.cpu_count(), "ram_gib": round(psutil.virtual_memory().total / 2**30, 1)}
+
+
+def save(name: str, result: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d"), **result}, indent=2))
+    return path
