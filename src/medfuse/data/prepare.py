@@ -383,7 +383,7 @@ class _Pipeline:
         acc.drop(self.counts("SELECT reason, count(*) FROM note_rows2 GROUP BY reason"))
         total = self.scalar("SELECT count(*) FROM note_rows2 WHERE reason IS NULL")
         reader = self.con.execute(
-            "SELECT hadm_id, t, rid, text FROM note_rows2 WHERE reason IS NULL").fetch_record_batch(NOTE_BATCH_ROWS)
+            "SELECT hadm_id, t, rid, text FROM note_rows2 WHERE reason IS NULL").to_arrow_reader(NOTE_BATCH_ROWS)
         parts: dict[str, list] = {"hadm_id": [], "t": [], "rid": [], **{s: [] for s in ALLOWED_SECTIONS}}
         done = no_sections = 0
         for batch in reader:
