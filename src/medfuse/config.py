@@ -77,10 +77,95 @@ class LabsConfig(_Section):
         return v
 
 
+class NotesConfig(_Section):
+    """Clinical-note embeddings and LoRA fine-tuning (``embed-notes``, ``finetune-notes``; docs/notes.md)."""
+
+    model: str = "default"
+    pooling: Literal["auto", "mean", "last"] = "auto"
+    max_length: int = Field(0, ge=0)
+    stride: int = Field(32, ge=0)
+    batch_tokens: int = Field(0, ge=0)
+    batch_size: int = Field(0, ge=0)
+    normalize: bool = True
+    template: str = (
+        "Chief complaint: {chief_complaint}\n"
+        "History of present illness: {present_illness}\n"
+        "Past medical history: {past_history}\n"
+        "Medications on admission: {admission_medications}\n"
+        "{lab_text}"
+    )
+    cache: bool = True
+    cache_dir: str = ""
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0.0)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = []
+    epochs: int = Field(5, ge=1)
+    train_batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-4, gt=0.0)
+    head_lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    patience: int = Field(2, ge=1)
+    pos_weight: bool = True
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    seed: int = 0
+
+
+class TrainConfig(_Section):
+    """The fusion model and its training (``train``; docs/fusion.md, docs/training.md)."""
+
+    kind: Literal["medfuse", "concat", "tfn", "notes_only", "labs_only"] = "medfuse"
+    labs_encoder: Literal["frozen", "finetune", "scratch"] = "frozen"
+    labs_run: str = ""
+    notes_run: str = ""
+    d: int = Field(32, ge=2)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(1, ge=1)
+    dense_hidden: int = Field(128, ge=1)
+    dense_layers: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    modality_dropout: float = Field(0.15, ge=0.0, lt=1.0)
+    mi_weight: float = Field(0.1, ge=0.0)
+    use_kronecker: bool = True
+    mi_sample: bool = True
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    estimator_lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-2, ge=0.0)
+    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    grad_clip: float = Field(1.0, gt=0.0)
+    patience: int = Field(5, ge=1)
+    pos_weight: bool = False
+    seed: int = 0
+    device: str = "auto"
+
+
+class EvaluateConfig(_Section):
+    """``evaluate``: patient-level bootstrap resamples for the 95% intervals."""
+
+    n_resamples: int = Field(1000, ge=0)
+
+
+class CompareConfig(_Section):
+    """``compare``: baselines, ablations and the lambda sweep (docs/training.md)."""
+
+    seeds: list[int] = [0, 1, 2]
+    mi_weights: list[float] = [0.0, 0.01, 0.1, 0.5, 1.0]
+    models: list[str] = []
+    n_resamples: int = Field(1000, ge=0)
+
+
 class MedfuseConfig(_Section):
     synth: SynthConfig = SynthConfig()
     prepare: PrepareConfig = PrepareConfig()
     labs: LabsConfig = LabsConfig()
+    notes: NotesConfig = NotesConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    compare: CompareConfig = CompareConfig()
 
 
 class ConfigError(ValueError):

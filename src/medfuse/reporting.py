@@ -42,3 +42,36 @@ def print_cohort_summary(out: Path, manifest: dict) -> None:
     console.print(rows)
     console.print(f"{len(manifest['outputs'])} tables written in {manifest['timings']['total']:.1f} s "
                   f"({manifest['outputs']['lab_tests.parquet']} lab tests selected)")
+
+
+def print_metrics(metrics: dict) -> None:
+    """Headline test metrics with their bootstrap 95% intervals, and the per-label table."""
+    tuned = metrics["at_tuned_thresholds"]
+    boot = tuned.get("bootstrap", {})
+
+    def cell(key: str, value) -> str:
+        b = boot.get(key) or {}
+        ci = f" [{b['low']:.3f}, {b['high']:.3f}]" if b.get("low") is not None else ""
+        return "-" if value is None else f"{value:.3f}{ci}"
+
+    table = Table(title=f"{metrics['split']} split: {metrics['n']:,} admissions, thresholds tuned on val",
+                  title_justify="left")
+    for col in ("metric", "value [95% CI]"):
+        table.add_column(col)
+    for label, group, key in (("macro-F1", "macro", "f1"), ("micro-F1", "micro", "f1"),
+                              ("macro-AUPRC", "macro", "auprc"), ("macro-AUROC", "macro", "auroc")):
+        table.add_row(label, cell(f"{group}_{key}", tuned[group][key]))
+    console.print(table)
+
+
+def print_comparison(table: dict) -> None:
+    """The comparison table: mean ± sd over seeds per model."""
+    out = Table(title=f"test split, mean ± sd over seeds {table['seeds']}", title_justify="left")
+    out.add_column("model")
+    for m in ("macro-F1", "micro-F1", "macro-AUPRC", "macro-AUROC"):
+        out.add_column(m, justify="right")
+    for r in table["models"]:
+        s = r["summary"]
+        out.add_row(r["name"], *[f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}"
+                                 for k in ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")])
+    console.print(out)

@@ -1,0 +1,315 @@
+"""The ``medfuse`` command line: a thin layer over the Python API.
+
+Heavy libraries (torch, transformers, duckdb) are imported inside the commands so ``--help`` is fast.
+Every option left unset falls back to the ``--config`` file, then to ``configs/default.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    help="medfuse: predict diseases from lab tests and clinical notes (MEDFuse).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (see configs/default.toml).")]
+
+
+def _fail(message: str) -> None:
+    """Print a one-line error and exit with status 2."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _config(path: Path | None, **overrides):
+    from medfuse.config import ConfigError, load_config
+
+    try:
+        return load_config(path, overrides)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the raw MIMIC-style files into.")],
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="mimic3 or mimic4 file layout.")] = None,
+    admissions: Annotated[Optional[int], typer.Option("--admissions", "-n", help="Number of admissions.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a synthetic hospital in the exact file layout of MIMIC-III or MIMIC-IV."""
+    from medfuse.data.synth import generate
+    from medfuse.progress import stage_progress
+
+    cfg = _config(config, synth={"format": format, "admissions": admissions, "seed": seed}).synth
+    with stage_progress() as progress:
+        summary = generate(out, cfg.format, cfg.admissions, seed=cfg.seed, note_fraction=cfg.note_fraction,
+                           progress=progress)
+    from medfuse.reporting import print_mapping
+
+    print_mapping(f"synthetic {cfg.format} data in {out}", summary)
+
+
+@app.command()
+def prepare(
+    raw: Annotated[Path, typer.Argument(help="Folder with the raw MIMIC files.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Cohort folder to create.")],
+    source: Annotated[Optional[str], typer.Option("--source", "-s", help="mimic3 or mimic4.")] = None,
+    diseases: Annotated[Optional[Path], typer.Option(help="Diseases TOML (default: configs/diseases.toml).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the patient-level split.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing cohort folder.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Build a leakage-safe cohort (Parquet + manifest.json) from raw MIMIC-III/IV files."""
+    from medfuse.data.prepare import InputError, prepare_cohort
+    from medfuse.progress import stage_progress
+    from medfuse.reporting import print_cohort_summary
+
+    cfg = _config(config, prepare={"source": source, "diseases": str(diseases) if diseases else None, "seed": seed})
+    try:
+        with stage_progress() as progress:
+            manifest = prepare_cohort(raw, out, cfg.prepare, overwrite=overwrite, progress=progress)
+    except InputError as e:
+        _fail(str(e))
+    print_cohort_summary(out, manifest)
+
+
+@app.command("embed-notes")
+def embed_notes(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder made by `medfuse prepare`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for note_embeddings.parquet.")],
+    model: Annotated[Optional[str], typer.Option(help="'default' (all-MiniLM-L6-v2) or a local HF model folder.")] = None,
+    adapter: Annotated[Optional[Path], typer.Option(help="A `finetune-notes` run folder to embed with.")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="auto, mean or last.")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Tokens per window (0 = the model's limit).")] = None,
+    batch_tokens: Annotated[Optional[int], typer.Option(help="Padded tokens per forward pass (0 = auto).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Use the embedding cache.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Embed the note + abnormal-lab text of every admission of every split with a language model."""
+    from medfuse.notes.pipeline import embed_cohort
+    from medfuse.progress import stage_progress
+    from medfuse.reporting import print_mapping
+
+    cfg = _config(config, notes={"model": model, "pooling": pooling, "max_length": max_length,
+                                 "batch_tokens": batch_tokens, "device": device, "cache": cache}).notes
+    try:
+        with stage_progress() as progress:
+            summary = embed_cohort(cohort, out, cfg, model=model if adapter else cfg.model, adapter=adapter,
+                                   progress=progress)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    print_mapping(f"note embeddings in {out}", {
+        k: summary[k] for k in ("model", "pooling", "max_length", "dim", "admissions", "embedded", "missing",
+                                "cached", "computed", "long_texts", "embed_seconds")})
+
+
+@app.command("finetune-notes")
+def finetune_notes(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder made by `medfuse prepare`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for the LoRA adapter and head.")],
+    model: Annotated[Optional[str], typer.Option(help="'default' or a local HF model folder.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping on val macro-F1).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate of the LoRA weights.")] = None,
+    rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Fine-tune a note model with LoRA + a linear multi-label head on the training split."""
+    from medfuse.notes.finetune import finetune_notes as run_finetune
+    from medfuse.progress import stage_progress
+    from medfuse.reporting import print_mapping
+
+    cfg = _config(config, notes={"model": model, "epochs": epochs, "lr": lr, "lora_rank": rank,
+                                 "device": device}).notes
+    try:
+        with stage_progress() as progress:
+            meta = run_finetune(cohort, out, cfg, progress=progress)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    f1 = meta["best_val_macro_f1"]
+    print_mapping(f"LoRA fine-tuning in {out}", {
+        "base model": meta["base_model"], "family": meta["family"], "pooling": meta["pooling"],
+        "target modules": ", ".join(meta["lora"]["target_modules"]), "train admissions": meta["train_admissions"],
+        "epochs run": len(meta["history"]), "best epoch": meta["best_epoch"],
+        "best val macro-F1": "-" if f1 is None else f"{f1:.4f}", "seconds": meta["seconds"]})
+
+
+@app.command("pretrain-labs")
+def pretrain_labs(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder made by `medfuse prepare`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for weights, config, lab vocabulary, history.")],
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping on val reconstruction).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of initialisation, shuffling and masking.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Pre-train the masked lab-test model (MLTM), the lab embedder and imputer, on the training split."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from medfuse.data.cohort import Cohort
+    from medfuse.labs import pretrain
+    from medfuse.reporting import print_mapping
+
+    cfg = _config(config, labs={"epochs": epochs, "seed": seed}).labs
+    try:
+        data = Cohort(cohort)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    columns = (TextColumn("{task.description:<20}"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[metrics]}"), TimeElapsedColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task("MLTM", total=1.0, metrics="")
+        last_val: dict[str, float] = {}
+
+        def progress(stage: str, fraction: float) -> None:
+            bar.update(task, description=stage, completed=fraction)
+
+        def log(m: dict) -> None:
+            last_val.update({"val": m["val_loss"]} if "val_loss" in m else {})
+            val = f"  val {last_val['val']:.4f}" if last_val else ""
+            bar.update(task, metrics=f"epoch {m['epoch']}  loss {m['loss']:.4f}{val}")
+
+        try:
+            result = pretrain(data, out, cfg, progress=progress, log=log)
+        except ValueError as e:
+            _fail(str(e))
+    print_mapping(f"MLTM lab embedder in {out}", {
+        "best val reconstruction MSE": f"{result.best_val_loss:.4f} (epoch {result.best_epoch})",
+        "initial val MSE": f"{result.history['initial_val_loss']:.4f}", "epochs run": result.epochs_run,
+        "stopped early": result.stopped_early, "train admissions": result.train_admissions,
+        "admissions / s": f"{result.admissions_per_second:,.0f}", "peak memory": f"{result.peak_memory_mb:,.0f} MB",
+        "device": result.device, "seconds": f"{result.seconds:.1f}", "run folder": str(out)})
+
+
+@app.command()
+def train(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder from `medfuse prepare`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create or continue.")],
+    kind: Annotated[Optional[str], typer.Option(help="medfuse, concat, tfn, notes_only or labs_only.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping on val macro-AUPRC).")] = None,
+    mi_weight: Annotated[Optional[float], typer.Option("--lambda", help="Weight of the vCLUB MI loss.")] = None,
+    labs_run: Annotated[Optional[Path], typer.Option(help="Reuse this pretrain-labs run.")] = None,
+    notes_run: Annotated[Optional[Path], typer.Option(help="Reuse this embed-notes run.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoint.safetensors.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Train MEDFuse (pretraining labs and embedding notes first when their runs are missing)."""
+    from medfuse.pipeline import train_run
+    from medfuse.progress import stage_progress
+    from medfuse.reporting import print_mapping
+
+    cfg = _config(config, train={"kind": kind, "epochs": epochs, "mi_weight": mi_weight, "seed": seed,
+                                 "labs_run": str(labs_run) if labs_run else None,
+                                 "notes_run": str(notes_run) if notes_run else None})
+    _require_cohort(cohort)
+    with stage_progress() as progress:
+        summary = train_run(cohort, out, cfg, resume=resume, progress=progress)
+    print_mapping(f"trained {cfg.train.kind} in {out}", summary)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder from `medfuse train`.")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    n_resamples: Annotated[Optional[int], typer.Option(help="Patient-level bootstrap resamples.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write RUN/metrics_<split>.json (with bootstrap 95% intervals) and RUN/predictions_<split>.parquet."""
+    from medfuse.pipeline import evaluate_run
+    from medfuse.progress import stage_progress
+    from medfuse.reporting import print_metrics
+
+    cfg = _config(config, evaluate={"n_resamples": n_resamples})
+    if not (run / "model.safetensors").exists():
+        _fail(f"{run}: not a trained run (no model.safetensors); run `medfuse train` first")
+    with stage_progress() as progress:
+        metrics = evaluate_run(run, split, cfg.evaluate.n_resamples, progress=progress)
+    print_metrics(metrics)
+
+
+@app.command()
+def compare(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder from `medfuse prepare`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the comparison.")],
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
+    labs_run: Annotated[Optional[Path], typer.Option(help="Reuse this pretrain-labs run.")] = None,
+    notes_run: Annotated[Optional[Path], typer.Option(help="Reuse this embed-notes run.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Train every baseline, ablation and lambda of the sweep; write compare.json and compare.md."""
+    from medfuse.progress import stage_progress
+    from medfuse.reporting import print_comparison
+    from medfuse.training.compare import compare as run_compare
+
+    cfg = _config(config, compare={"seeds": [int(s) for s in seeds.split(",")] if seeds else None},
+                  train={"labs_run": str(labs_run) if labs_run else None,
+                         "notes_run": str(notes_run) if notes_run else None})
+    _require_cohort(cohort)
+    with stage_progress() as progress:
+        table = run_compare(cohort, out, cfg, progress=progress)
+    print_comparison(table)
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="A trained and evaluated run folder.")],
+    compare_dir: Annotated[Optional[Path], typer.Option("--compare", help="A `medfuse compare` folder to include.")] = None,
+    split: Annotated[str, typer.Option(help="The evaluated split to show.")] = "test",
+) -> None:
+    """Write RUN/report.html: cohort, metrics with intervals, comparison, curves, configuration."""
+    from medfuse.training.report import build_report
+
+    if not (run / f"metrics_{split}.json").exists():
+        _fail(f"{run}: no metrics_{split}.json; run `medfuse evaluate {run} --split {split}` first")
+    typer.echo(build_report(run, compare_dir, split))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = Path("runs/demo"),
+    admissions: Annotated[Optional[int], typer.Option(help="Synthetic admissions.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The whole pipeline on synthetic data, offline: synth, prepare, pretrain-labs, embed-notes,
+    train, evaluate, compare, report."""
+    from medfuse.pipeline import demo as run_demo
+    from medfuse.progress import stage_progress
+    from medfuse.reporting import print_comparison, print_metrics
+
+    cfg = _config(config or _demo_config(), synth={"admissions": admissions})
+    with stage_progress() as progress:
+        result = run_demo(out, cfg, progress=progress)
+    print_metrics(result["metrics"])
+    print_comparison(result["compare"])
+    typer.echo(f"report: {result['report']}")
+
+
+def _demo_config() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("medfuse.resources").joinpath("demo.toml")))
+
+
+def _require_cohort(path: Path) -> None:
+    if not (path / "manifest.json").exists():
+        _fail(f"{path}: not a cohort folder (no manifest.json); run `medfuse prepare` first")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,164 @@
+"""End-to-end runs: train, evaluate and compare, reusing the outputs of earlier stages.
+
+A run folder (``medfuse train COHORT --out RUN``) holds:
+
+``run.json``          cohort, lab and note runs used, the full configuration
+``labs/``             the MLTM run (``pretrain-labs``), unless ``train.labs_run`` names one
+``notes/``            the note-embedding run (``embed-notes``), unless ``train.notes_run`` names one
+``model.safetensors`` best weights; ``checkpoint.safetensors`` the last epoch's full state
+``history.json``      per-epoch BCE, MI estimate, validation macro-AUPRC
+``thresholds.json``   per-label decision thresholds tuned on the validation split
+``predictions_<split>.parquet``, ``metrics_<split>.json``  written by ``evaluate``
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medfuse.config import MedfuseConfig, TrainConfig
+from medfuse.data.cohort import Cohort
+from medfuse.progress import ProgressFn, no_progress
+
+RUN_FILE = "run.json"
+THRESHOLDS_FILE = "thresholds.json"
+
+
+def ensure_labs_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn) -> Path:
+    """The MLTM run to use: ``train.labs_run`` if set, else ``run_dir/labs`` (pretrained when absent)."""
+    from medfuse.labs import pretrain
+    from medfuse.labs.train import MODEL_FILE
+
+    path = Path(cfg.train.labs_run) if cfg.train.labs_run else run_dir / "labs"
+    if not (path / MODEL_FILE).exists():
+        if cfg.train.labs_run:
+            raise FileNotFoundError(f"{path}: not a pretrain-labs run (no {MODEL_FILE})")
+        pretrain(cohort, path, cfg.labs, progress=progress)
+    return path
+
+
+def ensure_notes_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn) -> Path:
+    """The note-embedding run to use: ``train.notes_run`` if set, else ``run_dir/notes`` (embedded when absent)."""
+    from medfuse.notes.pipeline import EMBEDDINGS_FILE, embed_cohort
+
+    path = Path(cfg.train.notes_run) if cfg.train.notes_run else run_dir / "notes"
+    if not (path / EMBEDDINGS_FILE).exists():
+        if cfg.train.notes_run:
+            raise FileNotFoundError(f"{path}: not an embed-notes run (no {EMBEDDINGS_FILE})")
+        embed_cohort(cohort, path, cfg.notes, progress=progress)
+    return path
+
+
+def lab_encoder(mode: str, labs_run: Path, seed: int):
+    """The MLTM encoder the fusion model trains with: None (frozen), the pretrained one, or a fresh one."""
+    if mode == "frozen":
+        return None
+    import torch
+
+    from medfuse.labs import LabEmbedder
+    from medfuse.labs.model import MLTM
+
+    model = LabEmbedder.load(labs_run, device="cpu").model
+    if mode == "scratch":
+        torch.manual_seed(seed)
+        model = MLTM(model.cfg)
+    return model.train()
+
+
+def load_run_data(run_dir: Path):
+    """``(FusionData, run.json content)`` of a trained run."""
+    from medfuse.training.inputs import load_fusion_data
+
+    info = json.loads((run_dir / RUN_FILE).read_text())
+    return load_fusion_data(info["cohort"], info["labs_run"], info["notes_run"]), info
+
+
+def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, resume: bool = False,
+              progress: ProgressFn | None = None) -> dict:
+    """Run what is missing of ``pretrain-labs`` / ``embed-notes``, then train and tune thresholds on val."""
+    from medfuse.training.inputs import load_fusion_data
+    from medfuse.training.metrics import tune_thresholds
+    from medfuse.training.trainer import fit, load_net, predict, resolve_device
+
+    progress = progress or no_progress
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cohort = Cohort(cohort_path)
+    labs_run = ensure_labs_run(cohort, run_dir, cfg, progress)
+    notes_run = ensure_notes_run(cohort, run_dir, cfg, progress)
+    info = {"cohort": str(cohort.path.resolve()), "labs_run": str(labs_run.resolve()),
+            "notes_run": str(notes_run.resolve()), "config": cfg.model_dump(mode="json")}
+    (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2))
+    data = load_fusion_data(cohort, labs_run, notes_run)
+    summary = fit(data, run_dir, cfg.train, lab_encoder(cfg.train.labs_encoder, labs_run, cfg.train.seed),
+                  resume=resume, progress=progress)
+    net = load_net(run_dir, data, lab_encoder(cfg.train.labs_encoder, labs_run, cfg.train.seed))
+    device = resolve_device(cfg.train.device)
+    val = data.rows("val")
+    thresholds = tune_thresholds(data.y[val], predict(net.to(device), data, val, device))
+    (run_dir / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(data.label_names, map(float, thresholds))), indent=2))
+    return {**summary, "run": str(run_dir)}
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", n_resamples: int = 1000,
+                 progress: ProgressFn | None = None) -> dict:
+    """Predict ``split`` with a trained run; write ``predictions_<split>.parquet`` and ``metrics_<split>.json``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from medfuse.training.metrics import evaluate_predictions
+    from medfuse.training.trainer import load_net, predict, resolve_device
+
+    progress = progress or no_progress
+    run_dir = Path(run_dir)
+    data, info = load_run_data(run_dir)
+    train_cfg = TrainConfig.model_validate(info["config"]["train"])
+    net = load_net(run_dir, data, lab_encoder(train_cfg.labs_encoder, Path(info["labs_run"]), train_cfg.seed))
+    device = resolve_device(train_cfg.device)
+    rows = data.rows(split)
+    prob = predict(net.to(device), data, rows, device)
+    thresholds = np.array([json.loads((run_dir / THRESHOLDS_FILE).read_text())[n] for n in data.label_names])
+    progress(f"evaluate {split}", 0.3, f"{n_resamples} bootstrap resamples")
+    metrics = evaluate_predictions(
+        data.y[rows], prob, thresholds, groups=data.subject_ids[rows], label_names=data.label_names,
+        subgroups={"note_missing": data.note_missing[rows], "labs_missing": data.lab_missing[rows],
+                   "both_present": ~data.note_missing[rows] & ~data.lab_missing[rows]},
+        n_resamples=n_resamples, seed=0)
+    metrics["split"] = split
+    (run_dir / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=2))
+    columns = {"hadm_id": data.hadm_ids[rows], "subject_id": data.subject_ids[rows]}
+    for j, name in enumerate(data.label_names):
+        columns[f"{name}__prob"] = prob[:, j]
+        columns[f"{name}__pred"] = prob[:, j] >= thresholds[j]
+        columns[f"{name}__true"] = data.y[rows, j].astype(np.int8)
+    pq.write_table(pa.table(columns), run_dir / f"predictions_{split}.parquet")
+    progress(f"evaluate {split}", 1.0)
+    return metrics
+
+
+def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None) -> dict:
+    """Synthetic data -> prepare -> pretrain-labs -> embed-notes -> train -> evaluate -> compare -> report."""
+    import time
+
+    from medfuse.data.prepare import prepare_cohort
+    from medfuse.data.synth import generate
+    from medfuse.training.compare import compare
+    from medfuse.training.report import build_report
+
+    progress = progress or no_progress
+    out = Path(out)
+    t0 = time.perf_counter()
+    raw, cohort, run, comparison = out / "raw", out / "cohort", out / "run", out / "compare"
+    generate(raw, cfg.synth.format, cfg.synth.admissions, seed=cfg.synth.seed, note_fraction=cfg.synth.note_fraction,
+             progress=progress)
+    prepare_cohort(raw, cohort, cfg.prepare.model_copy(update={"source": cfg.synth.format}), overwrite=True,
+                   progress=progress)
+    train_run(cohort, run, cfg, progress=progress)
+    metrics = evaluate_run(run, "test", cfg.evaluate.n_resamples, progress=progress)
+    reuse = cfg.model_copy(update={"train": cfg.train.model_copy(
+        update={"labs_run": str(run / "labs"), "notes_run": str(run / "notes")})})
+    table = compare(cohort, comparison, reuse, progress=progress)
+    report = build_report(run, comparison)
+    return {"metrics": metrics, "compare": table, "report": report, "seconds": round(time.perf_counter() - t0, 1)}
