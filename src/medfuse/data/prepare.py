@@ -382,7 +382,7 @@ class _Pipeline:
         self.con.execute("DROP TABLE note_rows")
         acc.drop(self.counts("SELECT reason, count(*) FROM note_rows2 GROUP BY reason"))
         total = self.scalar("SELECT count(*) FROM note_rows2 WHERE reason IS NULL")
-        reader = self.con.execute(
+        reader = self.con.sql(
             "SELECT hadm_id, t, rid, text FROM note_rows2 WHERE reason IS NULL").to_arrow_reader(NOTE_BATCH_ROWS)
         parts: dict[str, list] = {"hadm_id": [], "t": [], "rid": [], **{s: [] for s in ALLOWED_SECTIONS}}
         done = no_sections = 0
