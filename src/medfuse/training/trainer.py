@@ -158,13 +158,13 @@ def fit(data: FusionData, run_dir: str | Path, cfg: TrainConfig, lab_encoder: nn
                 est_opt.zero_grad(set_to_none=True)
                 est_loss.backward()
                 est_opt.step()
-                sums["estimator"] += float(est_loss)
+                sums["estimator"] += est_loss.item()
             loss = bce(out.logits, y[rows])
-            sums["bce"] += float(loss)
+            sums["bce"] += loss.item()
             if est_opt is not None and cfg.mi_weight > 0:
                 mi = net.fusion.mi_upper_bound(out)
                 loss = loss + cfg.mi_weight * mi
-                sums["mi"] += float(mi)
+                sums["mi"] += mi.item()
             elif est_opt is not None:
                 with torch.no_grad():
                     sums["mi"] += float(net.fusion.mi_upper_bound(out))
