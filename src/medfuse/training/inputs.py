@@ -54,7 +54,10 @@ class FusionData:
 
 def load_fusion_data(cohort: str | Path | Cohort, labs_run: str | Path, notes_run: str | Path,
                      device: str = "auto", batch_size: int = 1024) -> FusionData:
-    """Join a cohort with an MLTM run (``pretrain-labs``) and a note-embedding run (``embed-notes``)."""
+    """Join a cohort with an MLTM run (``pretrain-labs``) and a note-embedding run (``embed-notes``).
+
+    Note vectors are standardised per dimension with training-split statistics (missing rows stay 0).
+    """
     from medfuse.labs import LabEmbedder
     from medfuse.notes.pipeline import load_note_embeddings
 
@@ -68,6 +71,13 @@ def load_fusion_data(cohort: str | Path | Cohort, labs_run: str | Path, notes_ru
                          "re-run embed-notes on this cohort")
     take = np.fromiter((position[h] for h in hadm_ids), dtype=np.int64, count=len(hadm_ids))
 
+    note = vectors[take].astype(np.float32)
+    note_missing = missing[take].astype(bool)
+    fit_rows = (cohort.split == "train") & ~note_missing
+    if fit_rows.any():  # standardise each dimension with training statistics: embeddings are tiny after L2
+        mean, std = note[fit_rows].mean(axis=0), note[fit_rows].std(axis=0) + 1e-6
+        note = np.where(note_missing[:, None], 0.0, (note - mean) / std).astype(np.float32)
+
     embedder = LabEmbedder.load(labs_run, device=device)
     raw = embedder.cohort_values(cohort)
     z = embedder.normalize(raw).astype(np.float32)
@@ -79,8 +89,8 @@ def load_fusion_data(cohort: str | Path | Cohort, labs_run: str | Path, notes_ru
         split=cohort.split,
         y=cohort.labels(),
         label_names=cohort.label_names,
-        note=vectors[take].astype(np.float32),
-        note_missing=missing[take].astype(bool),
+        note=note,
+        note_missing=note_missing,
         lab_x=np.nan_to_num(z, nan=0.0),
         lab_observed=observed,
         lab_tokens=np.asarray(tokens, dtype=np.float32),

@@ -1,0 +1,99 @@
+"""End to end on a small synthetic hospital: synth -> prepare -> train -> evaluate -> compare -> report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from medfuse.cli import app
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from medfuse.config import load_config
+    from medfuse.data.prepare import prepare_cohort
+    from medfuse.data.synth import generate
+
+    root = tmp_path_factory.mktemp("pipeline")
+    generate(root / "raw", "mimic4", 500, seed=3)
+    prepare_cohort(root / "raw", root / "cohort", load_config(overrides={"prepare": {"source": "mimic4"}}).prepare)
+    return root / "cohort"
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory, tiny_bert):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
+    path.write_text(f"""
+[labs]
+epochs = 2
+d_model = 32
+encoder_layers = 2
+[notes]
+model = "{tiny_bert}"
+cache = false
+[train]
+epochs = 4
+device = "cpu"
+[evaluate]
+n_resamples = 50
+[compare]
+seeds = [0, 1]
+n_resamples = 20
+models = ["LightGBM (labs)", "TF-IDF + logistic regression (notes)", "Concatenation + MLP", "MEDFuse w/o Kronecker term"]
+""")
+    return path
+
+
+def invoke(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_train_evaluate_compare_report(cohort, config_file, tmp_path):
+    run = tmp_path / "run"
+    invoke("train", cohort, "--out", run, "--config", config_file)
+    for name in ("model.safetensors", "checkpoint.safetensors", "history.json", "thresholds.json", "run.json",
+                 "labs/model.safetensors", "notes/note_embeddings.parquet"):
+        assert (run / name).exists(), name
+    history = json.loads((run / "history.json").read_text())
+    assert 1 <= len(history) <= 4 and all(np.isfinite(h["train_bce"]) for h in history)
+
+    invoke("evaluate", run, "--split", "test", "--config", config_file)
+    metrics = json.loads((run / "metrics_test.json").read_text())
+    preds = pq.read_table(run / "predictions_test.parquet")
+    n_test = json.loads((cohort / "manifest.json").read_text())["split_sizes"]["test"]["admissions"]
+    assert metrics["n"] == preds.num_rows == n_test
+    tuned = metrics["at_tuned_thresholds"]
+    assert 0.5 < tuned["macro"]["auroc"] <= 1.0
+    ci = tuned["bootstrap"]["macro_f1"]
+    assert ci["low"] <= tuned["macro"]["f1"] <= ci["high"]
+    assert set(metrics["subgroups"]) == {"note_missing", "labs_missing", "both_present"}
+
+    out = tmp_path / "compare"
+    invoke("compare", cohort, "--out", out, "--config", config_file, "--labs-run", run / "labs",
+           "--notes-run", run / "notes")
+    table = json.loads((out / "compare.json").read_text())
+    assert [m["name"] for m in table["models"]] == ["LightGBM (labs)", "TF-IDF + logistic regression (notes)",
+                                                    "Concatenation + MLP", "MEDFuse w/o Kronecker term"]
+    for m in table["models"]:
+        assert len(m["runs"]) == 2 and 0 <= m["summary"]["macro_auprc"]["mean"] <= 1
+    assert "| LightGBM (labs) |" in (out / "compare.md").read_text()
+
+    result = invoke("report", run, "--compare", out)
+    page = (run / "report.html").read_text()
+    assert result.output.strip().endswith("report.html")
+    for heading in ("Cohort", "Baselines and ablations", "ROC and precision-recall curves", "Calibration",
+                    "Training", "Masked lab-test modelling", "Configuration and versions"):
+        assert heading in page
+    assert page.count("data:image/png;base64,") >= 5 and "src=\"http" not in page
+
+
+def test_commands_refuse_what_is_not_a_cohort_or_run(tmp_path):
+    for args in (["train", tmp_path, "--out", tmp_path / "r"], ["evaluate", tmp_path], ["report", tmp_path]):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 2 and str(tmp_path) in " ".join(result.output.split())
