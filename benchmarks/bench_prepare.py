@@ -23,7 +23,7 @@ def main() -> None:
     raw = synthetic_raw(args.format, args.admissions)
     labevents = raw / ("LABEVENTS.csv.gz" if args.format == "mimic3" else "hosp/labevents.csv.gz")
     scan = run_child(
-        f"import duckdb; print(duckdb.connect().execute(\"SELECT count(*) FROM read_csv('{labevents}')\").fetchone()[0])"
+        f"import duckdb; con = duckdb.connect(); con.execute('SET enable_progress_bar = false'); print(con.execute(\"SELECT count(*) FROM read_csv('{labevents}')\").fetchone()[0])"
     )
     lab_rows = int(scan["stdout"].strip())
     out = tempfile.mkdtemp()

@@ -76,6 +76,7 @@ class _Pipeline:
             settings["threads"] = cfg.threads
         self.duckdb = duckdb
         self.con = duckdb.connect(config=settings)
+        self.con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")  # polled only
         self.accounts: dict[str, RowAccount] = {}
         self.timings: dict[str, float] = {}
         self.files: dict[str, RawFile | None] = {name: locate(raw, cfg.source, name) for name in SPECS[cfg.source]}
@@ -94,15 +95,17 @@ class _Pipeline:
                     self.progress(stage, p / 100.0)
 
         thread = threading.Thread(target=poll, daemon=True)
+        t0 = time.perf_counter()
         thread.start()
         try:
             return self.con.execute(query)
         finally:
             done.set()
             thread.join()
+            self.timings[stage] = round(time.perf_counter() - t0, 3)
 
     def scalar(self, query: str):
-        return self.con.execute(query).fetchone()[0]
+        return self.con.execute(query).fetchall()[0][0]
 
     def counts(self, query: str) -> dict:
         return dict(self.con.execute(query).fetchall())
@@ -254,14 +257,19 @@ class _Pipeline:
             refs = "NULL::DOUBLE AS ref_low, NULL::DOUBLE AS ref_high"
         c.execute(f"""CREATE TABLE labitems AS SELECT DISTINCT ON (itemid) TRY_CAST(itemid AS INTEGER) AS itemid,
             label, fluid, category FROM {self.read_csv('labitems')} WHERE TRY_CAST(itemid AS INTEGER) IS NOT NULL""")
+        # Cast VALUENUM first; only rows without one parse VALUE, and only those with < or > try the regex.
         censored = r"TRY_CAST(regexp_extract(value, '^\s*[<>]=?\s*(-?[0-9]*\.?[0-9]+)\s*$', 1) AS DOUBLE)"
-        numeric = "COALESCE(TRY_CAST(valuenum AS DOUBLE), TRY_CAST(trim(value) AS DOUBLE))"
-        self.sql(f"""CREATE TABLE lab_rows AS SELECT
-              TRY_CAST(subject_id AS BIGINT) AS subject_id, TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
-              TRY_CAST(itemid AS INTEGER) AS itemid, TRY_CAST(charttime AS TIMESTAMP) AS t,
-              COALESCE({numeric}, {censored}) AS num, {numeric} IS NULL AND {censored} IS NOT NULL AS censored,
-              trim(unit) AS unit, lower(trim(flag)) = 'abnormal' AS abnormal, {refs}
-            FROM {self.read_csv('labevents')}""", stage="labs: read")
+        self.sql(f"""CREATE TABLE lab_rows AS
+            WITH typed AS (
+              SELECT TRY_CAST(subject_id AS BIGINT) AS subject_id, TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
+                TRY_CAST(itemid AS INTEGER) AS itemid, TRY_CAST(charttime AS TIMESTAMP) AS t, value,
+                COALESCE(TRY_CAST(valuenum AS DOUBLE), TRY_CAST(trim(value) AS DOUBLE)) AS plain,
+                trim(unit) AS unit, lower(trim(flag)) = 'abnormal' AS abnormal, {refs}
+              FROM {self.read_csv('labevents')})
+            SELECT subject_id, hadm_id, itemid, t,
+              CASE WHEN plain IS NOT NULL THEN plain WHEN value SIMILAR TO '.*[<>].*' THEN {censored} END AS num,
+              plain IS NULL AND num IS NOT NULL AS censored, unit, abnormal, ref_low, ref_high
+            FROM typed""", stage="labs: read")
         acc = self.start_account("labevents", "lab_rows")
         self.progress("labs: clean", 0.0)
         self.sql("""CREATE TABLE lab_clean AS
@@ -309,14 +317,13 @@ class _Pipeline:
         c.execute(f"""CREATE TABLE lab_tests AS
             WITH freq AS (
               SELECT o.itemid, count(DISTINCT o.hadm_id) / {n_train} AS train_fraction, mode(o.unit) AS unit,
-                median(o.num) AS median, quantile_cont(o.num, 0.25) AS q25, quantile_cont(o.num, 0.75) AS q75,
-                quantile_cont(o.num, 0.01) AS q01, quantile_cont(o.num, 0.99) AS q99, stddev_samp(o.num) AS sd
+                quantile_cont(o.num, [0.01, 0.25, 0.5, 0.75, 0.99]) AS q, stddev_samp(o.num) AS sd
               FROM lab_obs o JOIN splits s ON s.hadm_id = o.hadm_id AND s.split = 'train' GROUP BY o.itemid)
             SELECT row_number() OVER (ORDER BY f.train_fraction DESC, f.itemid) - 1 AS rank,
               'lab_' || f.itemid AS key, f.itemid, li.label, li.fluid, li.category, COALESCE(f.unit, '') AS unit,
-              f.train_fraction, f.median,
-              CASE WHEN f.q75 > f.q25 THEN (f.q75 - f.q25) / 1.349 WHEN f.sd > 0 THEN f.sd ELSE 1.0 END AS scale,
-              f.q01, f.q99
+              f.train_fraction, f.q[3] AS median,
+              CASE WHEN f.q[4] > f.q[2] THEN (f.q[4] - f.q[2]) / 1.349 WHEN f.sd > 0 THEN f.sd ELSE 1.0 END AS scale,
+              f.q[1] AS q01, f.q[5] AS q99
             FROM freq f JOIN labitems li USING (itemid)
             WHERE f.train_fraction >= {cfg.lab_min_admission_fraction}
             ORDER BY rank LIMIT {cfg.lab_max_tests}""")
@@ -326,7 +333,7 @@ class _Pipeline:
 
     def _lab_table(self) -> None:
         c = self.con
-        c.execute("""CREATE TABLE lab_agg AS SELECT hadm_id, itemid, last(num ORDER BY t, num) AS last,
+        c.execute("""CREATE TABLE lab_agg AS SELECT hadm_id, itemid, arg_max(num, {'t': t, 'num': num}) AS last,
             avg(num) AS mean, min(num) AS min, max(num) AS max, count(*)::INTEGER AS count
             FROM lab_obs GROUP BY hadm_id, itemid""")
         cols = []
@@ -343,8 +350,8 @@ class _Pipeline:
                             WHEN o.ref_low IS NOT NULL AND o.num < o.ref_low THEN 'low' ELSE 'abnormal' END"""
         self.con.execute(f"""CREATE TABLE lab_text AS
             WITH last_abnormal AS (
-              SELECT o.hadm_id, o.itemid, last(o.num ORDER BY o.t, o.num) AS num,
-                last({direction} ORDER BY o.t, o.num) AS direction
+              SELECT o.hadm_id, o.itemid, arg_max(o.num, {{'t': o.t, 'num': o.num}}) AS num,
+                arg_max({direction}, {{'t': o.t, 'num': o.num}}) AS direction
               FROM lab_obs o WHERE o.abnormal
                 OR (o.ref_high IS NOT NULL AND o.num > o.ref_high) OR (o.ref_low IS NOT NULL AND o.num < o.ref_low)
               GROUP BY o.hadm_id, o.itemid)
@@ -443,7 +450,7 @@ class _Pipeline:
         for split in (*SPLIT_NAMES, "all"):
             where = "" if split == "all" else f"WHERE s.split = '{split}'"
             r = self.con.execute(f"""SELECT count(*), count(DISTINCT s.subject_id), {', '.join(f'avg(l.{n})' for n in names)}
-                FROM splits s JOIN labels l USING (hadm_id) {where}""").fetchone()
+                FROM splits s JOIN labels l USING (hadm_id) {where}""").fetchall()[0]
             sizes[split] = {"admissions": r[0], "patients": r[1]}
             prevalence[split] = {n: round(float(v or 0.0), 4) for n, v in zip(names, r[2:])}
         return sizes, prevalence
