@@ -1,4 +1,4 @@
-"""Shared fixtures: the real MIMIC demo extracts and cohorts prepared from them."""
+"""Shared fixtures: the real MIMIC demo extracts, cohorts prepared from them, tiny offline language models."""
 
 from __future__ import annotations
 
@@ -48,3 +48,88 @@ def mimic4_cohort(mimic4_demo, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cohorts") / "mimic4"
     prepare_cohort(mimic4_demo, out, load_config(overrides={"prepare": {"source": "mimic4"}}).prepare)
     return out
+
+
+SENTENCES = [
+    "patient with congestive heart failure and shortness of breath",
+    "edema of the legs, elevated bnp, reduced ejection fraction",
+    "fever, productive cough and infiltrate on chest x-ray consistent with pneumonia",
+    "acute kidney injury with elevated creatinine and low urine output",
+    "history of hypertension, diabetes mellitus and hyperlipidemia",
+    "medications on admission: furosemide, lisinopril, metoprolol, aspirin",
+    "abnormal labs: creatinine 2.4 mg/dl (high); hemoglobin 8.1 g/dl (low)",
+    "chief complaint: chest pain radiating to the left arm",
+    "history of present illness: 67 year old woman admitted with dyspnea",
+    "past medical history: chronic obstructive pulmonary disease, atrial fibrillation",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """pytest runs two workers on two cores: one intra-op thread each avoids oversubscription."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _corpus() -> list[str]:
+    return SENTENCES * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer BERT with a WordPiece tokenizer trained by ``tokenizers``; limit 64 tokens."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny_bert")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
+    fast.save_pretrained(path)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=fast.vocab_size if hasattr(fast, "vocab_size") else len(fast), hidden_size=32,
+                     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                     pad_token_id=tok.token_to_id("[PAD]"))
+    cfg.vocab_size = len(fast)
+    BertModel(cfg).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """A 2-layer Llama causal LM with a byte-level BPE tokenizer (BOS added, no pad token)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny_llama")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<unk>", "<s>", "</s>"]
+    tok.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B:1",
+                                                       special_tokens=[("<s>", bos)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   model_max_length=128, padding_side="left")
+    fast.save_pretrained(path)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+                      bos_token_id=bos, eos_token_id=tok.token_to_id("</s>"), pad_token_id=None)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    return path

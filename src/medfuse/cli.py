@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (see configs/default.toml).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (see configs/default.toml).")]
 
 
 def _fail(message: str) -> None:
@@ -46,9 +46,9 @@ def _config(path: Path | None, **overrides):
 @app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the raw MIMIC-style files into.")],
-    format: Annotated[Optional[str], typer.Option("--format", "-f", help="mimic3 or mimic4 file layout.")] = None,
-    admissions: Annotated[Optional[int], typer.Option("--admissions", "-n", help="Number of admissions.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    format: Annotated[str | None, typer.Option("--format", "-f", help="mimic3 or mimic4 file layout.")] = None,
+    admissions: Annotated[int | None, typer.Option("--admissions", "-n", help="Number of admissions.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Write a synthetic hospital in the exact file layout of MIMIC-III or MIMIC-IV."""
@@ -68,9 +68,9 @@ def synth(
 def prepare(
     raw: Annotated[Path, typer.Argument(help="Folder with the raw MIMIC files.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Cohort folder to create.")],
-    source: Annotated[Optional[str], typer.Option("--source", "-s", help="mimic3 or mimic4.")] = None,
-    diseases: Annotated[Optional[Path], typer.Option(help="Diseases TOML (default: configs/diseases.toml).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the patient-level split.")] = None,
+    source: Annotated[str | None, typer.Option("--source", "-s", help="mimic3 or mimic4.")] = None,
+    diseases: Annotated[Path | None, typer.Option(help="Diseases TOML (default: configs/diseases.toml).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the patient-level split.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing cohort folder.")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -92,13 +92,13 @@ def prepare(
 def embed_notes(
     cohort: Annotated[Path, typer.Argument(help="Cohort folder made by `medfuse prepare`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for note_embeddings.parquet.")],
-    model: Annotated[Optional[str], typer.Option(help="'default' (all-MiniLM-L6-v2) or a local HF model folder.")] = None,
-    adapter: Annotated[Optional[Path], typer.Option(help="A `finetune-notes` run folder to embed with.")] = None,
-    pooling: Annotated[Optional[str], typer.Option(help="auto, mean or last.")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Tokens per window (0 = the model's limit).")] = None,
-    batch_tokens: Annotated[Optional[int], typer.Option(help="Padded tokens per forward pass (0 = auto).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    cache: Annotated[Optional[bool], typer.Option("--cache/--no-cache", help="Use the embedding cache.")] = None,
+    model: Annotated[str | None, typer.Option(help="'default' (all-MiniLM-L6-v2) or a local HF model folder.")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="A `finetune-notes` run folder to embed with.")] = None,
+    pooling: Annotated[str | None, typer.Option(help="auto, mean or last.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per window (0 = the model's limit).")] = None,
+    batch_tokens: Annotated[int | None, typer.Option(help="Padded tokens per forward pass (0 = auto).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    cache: Annotated[bool | None, typer.Option("--cache/--no-cache", help="Use the embedding cache.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Embed the note + abnormal-lab text of every admission of every split with a language model."""
@@ -123,11 +123,11 @@ def embed_notes(
 def finetune_notes(
     cohort: Annotated[Path, typer.Argument(help="Cohort folder made by `medfuse prepare`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for the LoRA adapter and head.")],
-    model: Annotated[Optional[str], typer.Option(help="'default' or a local HF model folder.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping on val macro-F1).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate of the LoRA weights.")] = None,
-    rank: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    model: Annotated[str | None, typer.Option(help="'default' or a local HF model folder.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping on val macro-F1).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate of the LoRA weights.")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Fine-tune a note model with LoRA + a linear multi-label head on the training split."""
@@ -154,8 +154,8 @@ def finetune_notes(
 def pretrain_labs(
     cohort: Annotated[Path, typer.Argument(help="Cohort folder made by `medfuse prepare`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for weights, config, lab vocabulary, history.")],
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping on val reconstruction).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of initialisation, shuffling and masking.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping on val reconstruction).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation, shuffling and masking.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Pre-train the masked lab-test model (MLTM), the lab embedder and imputer, on the training split."""
@@ -200,12 +200,12 @@ def pretrain_labs(
 def train(
     cohort: Annotated[Path, typer.Argument(help="Cohort folder from `medfuse prepare`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create or continue.")],
-    kind: Annotated[Optional[str], typer.Option(help="medfuse, concat, tfn, notes_only or labs_only.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping on val macro-AUPRC).")] = None,
-    mi_weight: Annotated[Optional[float], typer.Option("--lambda", help="Weight of the vCLUB MI loss.")] = None,
-    labs_run: Annotated[Optional[Path], typer.Option(help="Reuse this pretrain-labs run.")] = None,
-    notes_run: Annotated[Optional[Path], typer.Option(help="Reuse this embed-notes run.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    kind: Annotated[str | None, typer.Option(help="medfuse, concat, tfn, notes_only or labs_only.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping on val macro-AUPRC).")] = None,
+    mi_weight: Annotated[float | None, typer.Option("--lambda", help="Weight of the vCLUB MI loss.")] = None,
+    labs_run: Annotated[Path | None, typer.Option(help="Reuse this pretrain-labs run.")] = None,
+    notes_run: Annotated[Path | None, typer.Option(help="Reuse this embed-notes run.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoint.safetensors.")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -227,7 +227,7 @@ def train(
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder from `medfuse train`.")],
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
-    n_resamples: Annotated[Optional[int], typer.Option(help="Patient-level bootstrap resamples.")] = None,
+    n_resamples: Annotated[int | None, typer.Option(help="Patient-level bootstrap resamples.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Write RUN/metrics_<split>.json (with bootstrap 95% intervals) and RUN/predictions_<split>.parquet."""
@@ -247,9 +247,9 @@ def evaluate(
 def compare(
     cohort: Annotated[Path, typer.Argument(help="Cohort folder from `medfuse prepare`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the comparison.")],
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
-    labs_run: Annotated[Optional[Path], typer.Option(help="Reuse this pretrain-labs run.")] = None,
-    notes_run: Annotated[Optional[Path], typer.Option(help="Reuse this embed-notes run.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
+    labs_run: Annotated[Path | None, typer.Option(help="Reuse this pretrain-labs run.")] = None,
+    notes_run: Annotated[Path | None, typer.Option(help="Reuse this embed-notes run.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Train every baseline, ablation and lambda of the sweep; write compare.json and compare.md."""
@@ -269,7 +269,7 @@ def compare(
 @app.command()
 def report(
     run: Annotated[Path, typer.Argument(help="A trained and evaluated run folder.")],
-    compare_dir: Annotated[Optional[Path], typer.Option("--compare", help="A `medfuse compare` folder to include.")] = None,
+    compare_dir: Annotated[Path | None, typer.Option("--compare", help="A `medfuse compare` folder to include.")] = None,
     split: Annotated[str, typer.Option(help="The evaluated split to show.")] = "test",
 ) -> None:
     """Write RUN/report.html: cohort, metrics with intervals, comparison, curves, configuration."""
@@ -283,7 +283,7 @@ def report(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = Path("runs/demo"),
-    admissions: Annotated[Optional[int], typer.Option(help="Synthetic admissions.")] = None,
+    admissions: Annotated[int | None, typer.Option(help="Synthetic admissions.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """The whole pipeline on synthetic data, offline: synth, prepare, pretrain-labs, embed-notes,

@@ -8,7 +8,6 @@ import io
 import json
 import shutil
 
-import pytest
 from typer.testing import CliRunner
 
 from medfuse.cli import app

@@ -28,14 +28,6 @@ def make_data(n: int = 400, seed: int = 0) -> FusionData:
                       lab_observed=observed, lab_tokens=tokens, lab_pooled=pooled)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def config(**kw) -> TrainConfig:
     return TrainConfig(**{"epochs": 6, "batch_size": 64, "lr": 3e-3, "device": "cpu", "patience": 10, **kw})
 

@@ -47,7 +47,7 @@ def lightgbm_labs(cohort: Cohort, seed: int = 0, progress: ProgressFn | None = N
         for params in LIGHTGBM_GRID:
             model = lgb.LGBMClassifier(n_estimators=500, learning_rate=0.05, subsample=0.8, subsample_freq=1,
                                        colsample_bytree=0.8, random_state=seed, n_jobs=2, verbose=-1, **params)
-            model.fit(x[train], y[train, j], eval_set=[(x[val], y[val, j])], eval_metric="average_precision",
+            model.fit(x[train], y[train, j], eval_X=(x[val],), eval_y=(y[val, j],), eval_metric="average_precision",
                       callbacks=[lgb.early_stopping(30, verbose=False)])
             score = _average_precision(y[val, j], model.predict_proba(x[val])[:, 1])
             if score > best[0]:

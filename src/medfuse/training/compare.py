@@ -92,7 +92,7 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
                 tcfg = cfg.train.model_copy(update={**v.train, "seed": seed})
                 run_dir = out / "models" / _slug(v.name) / f"seed{seed}"
                 encoder = lab_encoder(tcfg.labs_encoder, labs_run, seed)
-                fit(data, run_dir, tcfg, encoder, progress=lambda s, f, info="": progress(stage, f, info))
+                fit(data, run_dir, tcfg, encoder, progress=lambda s, f, info="", stage=stage: progress(stage, f, info))
                 net = load_net(run_dir, data, lab_encoder(tcfg.labs_encoder, labs_run, seed)).to(device)
                 prob = np.zeros_like(data.y)
                 prob[val], prob[test] = predict(net, data, val, device), predict(net, data, test, device)

@@ -6,7 +6,7 @@ import base64
 import html
 import json
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -65,8 +65,8 @@ def cohort_section(cohort: Cohort) -> str:
     has_labs = np.asarray(adm.column("has_labs").to_pylist())
     split = cohort.split
     parts = ["<h2>Cohort</h2>",
-             f"<p class='sub'>{html.escape(m['source'])} from <code>{html.escape(m['raw'])}</code>, "
-             f"prepared {html.escape(m['created'])}, notes: {html.escape(m['notes_status'])}</p>"]
+             (f"<p class='sub'>{html.escape(m['source'])} from <code>{html.escape(m['raw'])}</code>, "
+             f"prepared {html.escape(m['created'])}, notes: {html.escape(m['notes_status'])}</p>")]
     rows = [["patients", *[sizes[s]["patients"] for s in (*SPLITS, "all")]],
             ["admissions", *[sizes[s]["admissions"] for s in (*SPLITS, "all")]],
             ["without note", *[float((~has_notes[split == s]).mean()) if (split == s).any() else None for s in SPLITS],
@@ -93,8 +93,8 @@ def headline_section(metrics: dict) -> str:
                   v["brier"], v["ece"], metrics["thresholds"][n]] for n, v in tuned["per_label"].items()]
     at05 = metrics["at_0.5"]
     parts = [f"<h2>MEDFuse on the {html.escape(metrics['split'])} split</h2>",
-             f"<p class='sub'>{metrics['n']:,} admissions of {metrics['n_patients']:,} patients; thresholds tuned on "
-             "validation and frozen; 95% intervals from a patient-level bootstrap.</p>",
+             (f"<p class='sub'>{metrics['n']:,} admissions of {metrics['n_patients']:,} patients; thresholds tuned on "
+             "validation and frozen; 95% intervals from a patient-level bootstrap.</p>"),
              f"<div class='cards'>{cards}</div>",
              _table(["label", "support", "prevalence", "F1", "precision", "recall", "AUROC", "AUPRC", "Brier", "ECE",
                      "threshold"], per_label),
@@ -129,8 +129,8 @@ def comparison_section(table: dict) -> str:
                   for r in table["models"]]
     return "\n".join([
         "<h2>Baselines and ablations</h2>",
-        f"<p class='sub'>Same split, same early-stopping rule; mean ± sd over seeds {table['seeds']}; "
-        f"bracketed: seed {table['seeds'][0]}'s patient-level bootstrap 95% interval ({table['n_resamples']} resamples).</p>",
+        (f"<p class='sub'>Same split, same early-stopping rule; mean ± sd over seeds {table['seeds']}; "
+        f"bracketed: seed {table['seeds'][0]}'s patient-level bootstrap 95% interval ({table['n_resamples']} resamples).</p>"),
         _table(["model", "group", "macro-F1", "micro-F1", "macro-AUPRC", "macro-AUROC", "macro-F1 95% CI",
                 "macro-AUPRC 95% CI"], rows, classes),
         _img(comparison_chart(chart_rows, "macro-AUPRC"), "comparison chart")])
@@ -176,8 +176,8 @@ def build_report(run_dir: str | Path, compare_dir: str | Path | None = None, spl
             versions[pkg] = "not installed"
     sections = [
         "<h1>medfuse report</h1>",
-        f"<p class='sub'>Run <code>{html.escape(str(run_dir.resolve()))}</code> · generated "
-        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}</p>",
+        (f"<p class='sub'>Run <code>{html.escape(str(run_dir.resolve()))}</code> · generated "
+        f"{datetime.now(UTC).isoformat(timespec='seconds')}</p>"),
         cohort_section(cohort),
         headline_section(metrics),
     ]

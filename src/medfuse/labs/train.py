@@ -1,0 +1,243 @@
+"""Pre-training of the MLTM lab embedder on a cohort's training split.
+
+``pretrain(cohort, out_dir, cfg)`` trains with AdamW, linear warm-up + cosine decay, early stopping on
+the validation reconstruction error (a fixed validation masking, so epochs are comparable) and writes
+the run folder described in docs/labs.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from medfuse.config import LabsConfig
+from medfuse.data.cohort import Cohort
+from medfuse.labs.model import MLTM, MLTMConfig, masked_mse, random_masking
+from medfuse.progress import ProgressFn, no_progress
+
+MODEL_FILE, CONFIG_FILE, VOCAB_FILE, HISTORY_FILE = "model.safetensors", "config.json", "vocab.json", "history.json"
+VAL_MASK_SEED_OFFSET = 7919
+
+
+@dataclass
+class PretrainResult:
+    run_dir: str
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    stopped_early: bool
+    seconds: float
+    train_seconds: float
+    train_admissions: int
+    admissions_per_second: float
+    peak_memory_mb: float
+    device: str
+    history: dict = field(repr=False, default_factory=dict)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cohort_values(cohort: Cohort, split: str | None, aggregates: list[str], normalized: bool = True) -> np.ndarray:
+    """[N, T * A] float32, aggregate-major (all tests' ``aggregates[0]``, then ``aggregates[1]``...)."""
+    return np.concatenate([cohort.lab_values(split, a, normalized=normalized) for a in aggregates], axis=1)
+
+
+def lab_vocab(cohort: Cohort, aggregates: list[str]) -> dict:
+    """Everything the embedder needs to map original-unit values to tokens without the cohort."""
+    t = cohort.lab_tests
+    col = {name: t.column(name).to_pylist() for name in t.column_names}
+    return {
+        "keys": col["key"],
+        "itemids": col.get("itemid", [None] * t.num_rows),
+        "labels": col.get("label", [None] * t.num_rows),
+        "units": col.get("unit", [None] * t.num_rows),
+        "median": [float(v) for v in col["median"]],
+        "scale": [float(v) for v in col["scale"]],
+        "clip": float(cohort.manifest["lab_normalization"]["clip"]),
+        "aggregates": list(aggregates),
+        "source": cohort.manifest.get("source"),
+        "cohort": str(cohort.path),
+    }
+
+
+def model_config(n_tests: int, cfg: LabsConfig) -> MLTMConfig:
+    return MLTMConfig(
+        n_tests=n_tests, n_aggregates=len(cfg.aggregates), d_model=cfg.d_model, encoder_layers=cfg.encoder_layers,
+        decoder_layers=cfg.decoder_layers, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
+    )
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up from ~0 to 1, then cosine decay to 0 at ``total_steps``."""
+    warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+@torch.no_grad()
+def evaluate(model: MLTM, x: torch.Tensor, mask_ratio: float, seed: int, batch_size: int = 1024) -> float:
+    """Reconstruction MSE (normalised units) on the hidden observed values, with a masking fixed by ``seed``."""
+    model.eval()
+    observed = ~torch.isnan(x)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    visible = random_masking(observed, mask_ratio, gen)  # drawn once for the whole set: same mask every epoch
+    total, count = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        sl = slice(i, i + batch_size)
+        pred, _, hidden = model(x[sl], observed[sl], visible=visible[sl])
+        loss, n = masked_mse(pred, x[sl], hidden)
+        total, count = total + float(loss) * n, count + n
+    return total / max(count, 1)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def pretrain(
+    cohort: Cohort | str | Path,
+    out_dir: str | Path,
+    cfg: LabsConfig | None = None,
+    progress: ProgressFn | None = None,
+    log: Callable[[dict], None] | None = None,
+) -> PretrainResult:
+    """Train MLTM on the training split, early-stop on validation, save the run folder.
+
+    ``progress(stage, fraction)`` reports the share of the epoch budget done; ``log(metrics)`` is called
+    after every step with ``epoch``, ``step``, ``loss`` (running mean of the epoch), ``lr`` and, after an
+    epoch, ``val_loss``.
+    """
+    t_start = time.perf_counter()
+    cfg = cfg or LabsConfig()
+    progress = progress or no_progress
+    log = log or (lambda metrics: None)
+    cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    progress("MLTM: loading labs", 0.0)
+    x_train = torch.from_numpy(cohort_values(cohort, "train", cfg.aggregates))
+    x_val = torch.from_numpy(cohort_values(cohort, "val", cfg.aggregates))
+    x_train = x_train[(~torch.isnan(x_train)).any(1)].to(device)  # admissions without labs have no targets
+    x_val = x_val[(~torch.isnan(x_val)).any(1)].to(device)
+    if len(x_train) == 0:
+        raise ValueError(f"{cohort.path}: no training admission has a lab value")
+    progress("MLTM: loading labs", 1.0)
+
+    torch.manual_seed(cfg.seed)
+    mcfg = model_config(len(cohort.lab_keys), cfg)
+    model = MLTM(mcfg).to(device)
+    is_matrix = {n: p.ndim == 2 and n.endswith(".weight") for n, p in model.named_parameters()}  # Linear weights
+    decay = [p for n, p in model.named_parameters() if is_matrix[n]]
+    no_decay = [p for n, p in model.named_parameters() if not is_matrix[n]]  # embeddings, biases, norms
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )
+    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, cfg.warmup_fraction))
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    val_seed = cfg.seed + VAL_MASK_SEED_OFFSET
+    eval_set = x_val if len(x_val) else x_train  # no validation admissions: fall back to the training set
+
+    history: dict = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": [], "step_loss": []}
+    initial_val = evaluate(model, eval_set, cfg.mask_ratio, val_seed)
+    history["initial_val_loss"] = initial_val
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_val, best_epoch, bad_epochs, step = initial_val, 0, 0, 0
+    train_seconds, stopped_early = 0.0, False
+    stage = "MLTM: training"
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(x_train), generator=shuffle_gen).to(device)
+        total, count = 0.0, 0
+        for i in range(0, len(x_train), cfg.batch_size):
+            xb = x_train[perm[i : i + cfg.batch_size]]
+            observed = ~torch.isnan(xb)
+            pred, _, hidden = model(xb, observed, cfg.mask_ratio, mask_gen)
+            loss, n = masked_mse(pred, xb, hidden)
+            opt.zero_grad(set_to_none=True)
+            if n:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+            sched.step()
+            step += 1
+            loss_value = float(loss.detach())
+            total, count = total + loss_value * n, count + n
+            history["step_loss"].append(loss_value)
+            log({"epoch": epoch, "step": step, "loss": total / max(count, 1), "lr": sched.get_last_lr()[0]})
+            progress(stage, step / total_steps)
+        train_seconds += time.perf_counter() - t0
+        val = evaluate(model, eval_set, cfg.mask_ratio, val_seed)
+        history["epoch"].append(epoch)
+        history["train_loss"].append(total / max(count, 1))
+        history["val_loss"].append(val)
+        history["lr"].append(sched.get_last_lr()[0])
+        history["seconds"].append(time.perf_counter() - t_start)
+        log({"epoch": epoch, "step": step, "loss": total / max(count, 1), "val_loss": val,
+             "lr": sched.get_last_lr()[0]})
+        if val < best_val:
+            best_val, best_epoch, bad_epochs = val, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience:
+                stopped_early = True
+                break
+    progress(stage, 1.0)
+    model.load_state_dict(best_state)
+
+    n_seen = len(history["epoch"]) * len(x_train)
+    result = PretrainResult(
+        run_dir=str(out), best_epoch=best_epoch, best_val_loss=best_val, epochs_run=len(history["epoch"]),
+        stopped_early=stopped_early, seconds=time.perf_counter() - t_start, train_seconds=train_seconds,
+        train_admissions=len(x_train), admissions_per_second=n_seen / max(train_seconds, 1e-9),
+        peak_memory_mb=peak_memory_mb(device), device=str(device),
+    )
+    history["summary"] = {k: v for k, v in asdict(result).items() if k != "history"}
+    history["val_admissions"] = len(x_val)
+    result.history = history
+    save_run(out, model, cfg, lab_vocab(cohort, cfg.aggregates), history)
+    return result
+
+
+def save_run(out: Path, model: MLTM, cfg: LabsConfig, vocab: dict, history: dict | None = None) -> None:
+    """Write ``model.safetensors``, ``config.json``, ``vocab.json`` (and ``history.json``) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / MODEL_FILE), metadata={"format": "pt", "model": "medfuse.labs.MLTM"})
+    config = {"model": model.cfg.to_dict(), "train": cfg.model_dump(mode="json"), "mask_ratio": cfg.mask_ratio}
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (out / VOCAB_FILE).write_text(json.dumps(vocab, indent=2) + "\n")
+    if history is not None:
+        (out / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")

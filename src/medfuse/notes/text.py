@@ -1,0 +1,129 @@
+"""The input text of every admission: allowed note sections followed by the abnormal-lab text.
+
+The template is a string with one placeholder per line, e.g. ``Chief complaint: {chief_complaint}``.
+Only the four note sections kept by ``prepare`` (docs/data.md) and ``{lab_text}`` may be named, so a
+template cannot bring a leaking section (discharge diagnosis, hospital course) back in. A line is
+kept only when every placeholder in it has a value (non-null, not blank); the kept lines are joined
+with newlines. An admission without a note still gets its lab text; one with neither has an empty
+text and ``has_text = False``: it is *missing* for later stages, never embedded as ``""``.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from medfuse.data.cohort import Cohort
+
+NOTE_SECTIONS = ("chief_complaint", "present_illness", "past_history", "admission_medications")
+FIELDS = (*NOTE_SECTIONS, "lab_text")
+
+DEFAULT_TEMPLATE = (
+    "Chief complaint: {chief_complaint}\n"
+    "History of present illness: {present_illness}\n"
+    "Past medical history: {past_history}\n"
+    "Medications on admission: {admission_medications}\n"
+    "{lab_text}"
+)
+
+
+@dataclass
+class NoteTexts:
+    """Per-admission input texts in cohort row order."""
+
+    hadm_ids: np.ndarray  # int64 [N]
+    texts: list[str]  # "" where has_text is False
+    has_text: np.ndarray  # bool [N]: note or lab text present
+    has_note: np.ndarray  # bool [N]: at least one allowed note section rendered
+    has_lab_text: np.ndarray  # bool [N]
+    split: np.ndarray  # str [N]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, rows: np.ndarray) -> NoteTexts:
+        rows = np.asarray(rows)
+        return NoteTexts(self.hadm_ids[rows], [self.texts[i] for i in rows], self.has_text[rows],
+                         self.has_note[rows], self.has_lab_text[rows], self.split[rows])
+
+
+@lru_cache(maxsize=16)
+def _template_lines(template: str) -> list[tuple[str, list[str]]]:
+    """Split a template into ``(line, placeholders)``; reject unknown or positional placeholders."""
+    lines = []
+    for line in template.split("\n"):
+        names = []
+        for _, name, spec, conv in string.Formatter().parse(line):
+            if name is None:
+                continue
+            if name not in FIELDS:
+                raise ValueError(f"template placeholder {{{name}}} is not allowed; use only {', '.join(FIELDS)}")
+            if spec or conv:
+                raise ValueError(f"template placeholder {{{name}}}: format specs and conversions are not supported")
+            names.append(name)
+        lines.append((line, names))
+    return lines
+
+
+def validate_template(template: str) -> None:
+    """Raise ``ValueError`` for a template with unknown placeholders or none at all."""
+    if not any(names for _, names in _template_lines(template)):
+        raise ValueError("template has no placeholder; it would give every admission the same text")
+
+
+def render(template: str, values: dict[str, str | None]) -> str:
+    """Fill ``template`` with one admission's values, dropping lines whose placeholders are empty.
+
+    Lines without any placeholder are kept as they are.
+    """
+    out = []
+    clean = {k: (v.strip() if isinstance(v, str) else "") for k, v in values.items()}
+    for line, names in _template_lines(template):
+        if names and not all(clean.get(n) for n in names):
+            continue
+        text = line.format(**{n: clean[n] for n in names}).strip()
+        if text:
+            out.append(text)
+    return "\n".join(out)
+
+
+def build_texts(cohort: Cohort | str | Path, template: str = DEFAULT_TEMPLATE) -> NoteTexts:
+    """The input text of every cohort admission (cohort row order), with presence masks."""
+    cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
+    validate_template(template)
+    hadm = np.asarray(cohort.hadm_ids, dtype=np.int64)
+    index = {int(h): i for i, h in enumerate(hadm)}
+    n = len(hadm)
+    values: list[dict[str, str | None]] = [dict.fromkeys(FIELDS) for _ in range(n)]
+
+    notes_path = cohort.path / "notes.parquet"
+    if notes_path.is_file():
+        notes = cohort.table("notes")
+        present = [c for c in NOTE_SECTIONS if c in notes.column_names]
+        cols = {c: notes.column(c).to_pylist() for c in present}
+        for j, h in enumerate(notes.column("hadm_id").to_pylist()):
+            i = index.get(int(h))
+            if i is not None:
+                for c in present:
+                    values[i][c] = cols[c][j]
+    lab_path = cohort.path / "lab_text.parquet"
+    if lab_path.is_file():
+        labs = cohort.table("lab_text")
+        for h, t in zip(labs.column("hadm_id").to_pylist(), labs.column("text").to_pylist(), strict=True):
+            i = index.get(int(h))
+            if i is not None:
+                values[i]["lab_text"] = t
+
+    # static template lines alone are no text: an admission with nothing rendered stays "" (missing)
+    empty = dict.fromkeys(FIELDS)
+    blank = render(template, empty)
+    texts = [render(template, v) for v in values]
+    has_text = np.array([t != blank for t in texts], dtype=bool)
+    texts = [t if h else "" for t, h in zip(texts, has_text, strict=True)]
+    has_note = np.array([render(template, {**v, "lab_text": None}) != blank for v in values], dtype=bool)
+    has_lab = np.array([render(template, {**empty, "lab_text": v["lab_text"]}) != blank for v in values], dtype=bool)
+    return NoteTexts(hadm, texts, has_text, has_note, has_lab, np.asarray(cohort.split))

@@ -1,0 +1,162 @@
+"""NoteEmbedder on tiny offline models: loading, poolings, decoder padding, windowing, cache, cohort output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medfuse.notes import NoteEmbedder, embed_cohort, load_note_embeddings
+from medfuse.notes.backbone import detect_family, load_backbone, resolve_model_path
+from medfuse.notes.embed import tokenize_windows
+
+F32 = "float32"  # exact comparisons with hand-made forward passes
+LONG = ("history of present illness: 67 year old woman admitted with dyspnea, edema of the legs, "
+        "elevated bnp and reduced ejection fraction; ") * 12
+
+
+def _forward(bb, text: str):
+    """Token states of one unpadded, untruncated sequence."""
+    enc = bb.tokenizer(text, return_tensors="pt")
+    with torch.inference_mode():
+        return bb.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state[0]
+
+
+def test_load_by_path_and_family(tiny_bert, tiny_llama):
+    bert, llama = load_backbone(tiny_bert, dtype=F32), load_backbone(tiny_llama, dtype=F32)
+    assert (bert.family, llama.family) == ("encoder", "decoder")
+    assert (bert.max_length, llama.max_length) == (64, 128)
+    assert bert.hidden_size == llama.hidden_size == 32
+    # Llama tokenizer has no pad token: EOS pads, on the right even though it was saved with left padding
+    assert llama.tokenizer.pad_token == "</s>" and llama.tokenizer.padding_side == "right"
+    assert NoteEmbedder(tiny_bert, cache_dir=False, dtype=F32).pooling == "mean"
+    assert NoteEmbedder(tiny_llama, cache_dir=False, dtype=F32).pooling == "last"
+    assert detect_family({"model_type": "mistral"}) == "decoder"
+    assert detect_family({"model_type": "roberta", "architectures": ["RobertaModel"]}) == "encoder"
+    with pytest.raises(FileNotFoundError):
+        resolve_model_path(tiny_bert / "nope")
+
+
+@pytest.mark.parametrize("which", ["bert", "llama"])
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_poolings_match_manual(which, pooling, tiny_bert, tiny_llama):
+    path = tiny_bert if which == "bert" else tiny_llama
+    texts = ["chest pain radiating to the left arm", "fever", "acute kidney injury with elevated creatinine"]
+    emb = NoteEmbedder(path, pooling=pooling, normalize=False, cache_dir=False, dtype=F32)
+    x = emb.embed(texts)
+    bb = emb.backbone
+    for i, t in enumerate(texts):
+        h = _forward(bb, t)
+        want = h.mean(0) if pooling == "mean" else h[-1]
+        np.testing.assert_allclose(x[i], want.numpy(), rtol=1e-4, atol=1e-5)
+    xn = NoteEmbedder(path, pooling=pooling, cache_dir=False, dtype=F32).embed(texts)
+    np.testing.assert_allclose(np.linalg.norm(xn, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(xn, x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-5)
+
+
+def test_decoder_embedding_independent_of_batch_padding(tiny_llama):
+    short = "fever and cough"
+    alone = NoteEmbedder(tiny_llama, cache_dir=False, dtype=F32).embed([short])
+    padded = NoteEmbedder(tiny_llama, cache_dir=False, batch_size=8, dtype=F32).embed([short, LONG[:300], "chest pain"])
+    np.testing.assert_allclose(padded[0], alone[0], atol=1e-5)
+    # a left-padding setup would have pooled a padding token: the last real token is what we want
+    bb = load_backbone(tiny_llama, dtype=F32)
+    h = _forward(bb, short)[-1]
+    np.testing.assert_allclose(alone[0], (h / h.norm()).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["bert", "llama"])
+def test_windowing_long_text_covers_every_token(which, tiny_bert, tiny_llama):
+    path = tiny_bert if which == "bert" else tiny_llama
+    bb = load_backbone(path, dtype=F32)
+    full = bb.tokenizer(LONG, add_special_tokens=False)["input_ids"]
+    assert len(full) > 3 * bb.max_length  # far over the limit
+    stride = 8
+    ids, doc = tokenize_windows(bb.tokenizer, [LONG, "fever"], bb.max_length, stride)
+    special = bb.tokenizer.num_special_tokens_to_add()
+    windows = [w for w, d in zip(ids, doc, strict=True) if d == 0]
+    assert len(windows) > 3 and all(len(w) <= bb.max_length for w in windows)
+    # strip special tokens and overlaps: the windows re-assemble the whole text, nothing cut
+    body = [w[1:-1] if special == 2 else w[1:] for w in windows]
+    rebuilt = list(body[0])
+    for b in body[1:]:
+        assert b[:stride] == rebuilt[-stride:]
+        rebuilt += b[stride:]
+    assert rebuilt == full
+    # the text vector is the token-weighted mean of the window vectors
+    emb = NoteEmbedder(path, stride=stride, normalize=False, cache_dir=False, dtype=F32)
+    x = emb.embed([LONG])[0]
+    assert emb.last_stats["windows"] == len(windows) and emb.last_stats["long_texts"] == 1
+    pooled = []
+    for w in windows:
+        with torch.inference_mode():
+            h = bb.model(input_ids=torch.tensor([w])).last_hidden_state[0]
+        pooled.append((h.mean(0) if emb.pooling == "mean" else h[-1]).numpy())
+    lens = np.array([len(w) for w in windows], dtype=np.float64)
+    np.testing.assert_allclose(x, (np.array(pooled) * lens[:, None]).sum(0) / lens.sum(), rtol=1e-4, atol=1e-5)
+
+
+def test_auto_dtype():
+    from medfuse.notes.backbone import cpu_native_bf16, resolve_dtype_name
+
+    assert resolve_dtype_name("auto", "cpu", training=True) == "float32"
+    assert resolve_dtype_name("auto", "cpu") == ("bfloat16" if cpu_native_bf16() else "float32")
+    assert resolve_dtype_name("bf16", "cpu") == "bfloat16"
+    with pytest.raises(ValueError, match="dtype"):
+        resolve_dtype_name("int8", "cpu")
+
+
+def test_bfloat16_close_to_float32(tiny_bert):
+    texts = ["chest pain radiating to the left arm", LONG]
+    x = NoteEmbedder(tiny_bert, cache_dir=False, dtype=F32).embed(texts)
+    emb = NoteEmbedder(tiny_bert, cache_dir=False, dtype="bfloat16")
+    y = emb.embed(texts)
+    assert emb.settings()["dtype"] == "bfloat16" and y.dtype == np.float32
+    assert (x * y).sum(1).min() > 0.999
+
+
+def test_empty_text_is_refused(tiny_bert):
+    with pytest.raises(ValueError, match="empty"):
+        NoteEmbedder(tiny_bert, cache_dir=False, dtype=F32).embed(["fever", "  "])
+
+
+def test_cache_hits_compute_nothing(tiny_bert, tmp_path):
+    texts = ["chest pain", "fever and cough", LONG, "chest pain"]
+    first = NoteEmbedder(tiny_bert, cache_dir=tmp_path)
+    a = first.embed(texts)
+    assert first.last_stats["computed"] == 3 and first.last_stats["cached"] == 0  # duplicate embedded once
+    again = NoteEmbedder(tiny_bert, cache_dir=tmp_path)
+    b = again.embed(texts)
+    assert again.last_stats == {**again.last_stats, "computed": 0, "cached": 4}
+    assert again._backbone is None  # the model was never even loaded
+    np.testing.assert_array_equal(a, b)
+    # partly new texts: only the new one is computed
+    c = again.embed(["fever and cough", "acute kidney injury"])
+    assert again.last_stats["computed"] == 1 and again.last_stats["cached"] == 1
+    np.testing.assert_array_equal(c[0], a[1])
+    # other pooling or window settings live in another namespace
+    other = NoteEmbedder(tiny_bert, pooling="last", cache_dir=tmp_path)
+    other.embed(texts[:1])
+    assert other.last_stats["computed"] == 1 and other.identity != first.identity
+    assert NoteEmbedder(tiny_bert, stride=4, cache_dir=tmp_path).identity != first.identity
+    shards = list(tmp_path.rglob("*.safetensors"))
+    assert shards and not list(tmp_path.rglob("*.pkl"))
+
+
+def test_embed_cohort_writes_all_admissions(cohort_dir, tiny_bert, tmp_path):
+    from medfuse.config import NotesConfig
+
+    cfg = NotesConfig(model=str(tiny_bert), cache_dir=str(tmp_path / "cache"))
+    summary = embed_cohort(cohort_dir, tmp_path / "run", cfg)
+    assert summary["admissions"] == 60 and summary["missing"] == 1 and summary["embedded"] == 59
+    hadm, x, missing = load_note_embeddings(tmp_path / "run")
+    assert x.shape == (60, 32) and x.dtype == np.float32 and hadm.dtype == np.int64
+    assert list(hadm[:3]) == [100, 101, 102] and missing.tolist() == [i == 2 for i in range(60)]
+    assert not x[2].any() and np.allclose(np.linalg.norm(x[~missing], axis=1), 1, atol=1e-5)
+    meta = json.loads((tmp_path / "run" / "embed_config.json").read_text())
+    assert meta["pooling"] == "mean" and meta["family"] == "encoder" and meta["model_identity"]
+    rerun = embed_cohort(cohort_dir, tmp_path / "run2", cfg)
+    assert rerun["computed"] == 0 and rerun["cached"] == 59
+    np.testing.assert_array_equal(load_note_embeddings(tmp_path / "run2")[1], x)

@@ -1,0 +1,119 @@
+"""LoRA fine-tuning on a tiny BERT / Llama: adapter changes, loss falls, save/load round trip, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from medfuse.config import NotesConfig
+from medfuse.notes import NoteEmbedder, build_texts, load_note_embeddings
+from medfuse.notes.backbone import load_backbone
+from medfuse.notes.finetune import default_target_modules, finetune_notes, load_head, train_lora
+
+
+def _cfg(model, tmp_path, **kw) -> NotesConfig:
+    base = {"model": str(model), "epochs": 8, "lr": 2e-2, "head_lr": 0.1, "patience": 10, "train_batch_size": 8,
+            "lora_rank": 4, "lora_alpha": 8, "lora_dropout": 0.0, "cache_dir": str(tmp_path / "cache")}
+    return NotesConfig(**{**base, **kw})
+
+
+def test_default_target_modules(tiny_bert, tiny_llama):
+    assert default_target_modules(load_backbone(tiny_bert).model, "encoder") == ["query", "value"]
+    assert default_target_modules(load_backbone(tiny_llama).model, "decoder") == ["q_proj", "k_proj", "v_proj",
+                                                                                 "o_proj"]
+
+
+def test_finetune_bert_round_trip(cohort_dir, tiny_bert, tmp_path):
+    run = tmp_path / "ft"
+    meta = finetune_notes(cohort_dir, run, _cfg(tiny_bert, tmp_path))
+    hist = [h["train_loss"] for h in meta["history"]]
+    assert len(hist) == 8 and np.mean(hist[-2:]) < hist[0] * 0.85, hist
+    assert all("val_macro_f1" in h for h in meta["history"])
+    assert 1 <= meta["best_epoch"] <= len(hist) and meta["train_admissions"] == 39 and meta["val_admissions"] == 10
+    # only adapter + head are saved, as safetensors
+    files = sorted(p.name for p in (run / "adapter").iterdir())
+    assert "adapter_model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    weights = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    assert weights and all("lora_" in k for k in weights)
+    assert sum(v.size for v in weights.values()) < 20_000  # not the whole model
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and all(np.abs(v).max() > 0 for v in lora_b)  # B starts at zero: training changed it
+    w, b, labels = load_head(run)
+    assert w.shape == (3, 32) and b.shape == (3,) and labels == ["heart_failure", "pneumonia", "kidney"]
+    saved = json.loads((run / "finetune_config.json").read_text())
+    assert saved["lora"]["target_modules"] == ["query", "value"] and saved["pooling"] == "mean"
+
+    texts = [t for t in build_texts(cohort_dir).texts if t][:12]
+    base = NoteEmbedder(tiny_bert, cache_dir=False).embed(texts)
+    tuned = NoteEmbedder(tiny_bert, adapter=run, cache_dir=False)
+    x1 = tuned.embed(texts)
+    x2 = NoteEmbedder(None, adapter=run, cache_dir=False).embed(texts)  # base model taken from the run
+    np.testing.assert_array_equal(x1, x2)
+    assert np.abs(x1 - base).max() > 1e-3
+    # the cache keeps adapters apart
+    cache = tmp_path / "c2"
+    NoteEmbedder(tiny_bert, cache_dir=cache).embed(texts)
+    with_adapter = NoteEmbedder(tiny_bert, adapter=run, cache_dir=cache)
+    np.testing.assert_array_equal(with_adapter.embed(texts), x1)
+    assert with_adapter.last_stats["computed"] == len(set(texts))
+
+
+def test_in_memory_equals_saved_adapter(cohort_dir, tiny_bert, tmp_path):
+    """Embeddings of the fine-tuned model in memory == embeddings after save + reload (both poolings path)."""
+    from medfuse.notes.backbone import folder_identity
+    from medfuse.notes.finetune import save_finetuned
+
+    nt = build_texts(cohort_dir)
+    y = np.zeros((len(nt), 3), np.float32)
+    y[:, 0] = np.arange(len(nt)) % 2
+    rows = np.flatnonzero(nt.has_text)[:24]
+    bb = load_backbone(tiny_bert, training=True)
+    res = train_lora(bb, [nt.texts[i] for i in rows], y[rows], epochs=2, lr=1e-2, rank=4, alpha=8, dropout=0.0,
+                     pooling="last")
+    save_finetuned(res, tmp_path / "run", {"base_model": str(tiny_bert), "base_identity": folder_identity(tiny_bert),
+                                           "pooling": res.pooling, "max_length": res.max_length})
+    texts = [nt.texts[i] for i in rows[:10]]
+    mem = res.embedder().embed(texts)
+    loaded = NoteEmbedder(tiny_bert, adapter=tmp_path / "run", cache_dir=False, dtype="float32")
+    assert loaded.pooling == "last"
+    np.testing.assert_allclose(loaded.embed(texts), mem, atol=2e-6)
+    probs = res.predict_proba(texts)
+    assert probs.shape == (10, 3) and ((probs > 0) & (probs < 1)).all()
+
+
+def test_adapter_of_other_base_is_refused(cohort_dir, tiny_bert, tiny_llama, tmp_path):
+    run = tmp_path / "ft"
+    finetune_notes(cohort_dir, run, _cfg(tiny_bert, tmp_path, epochs=1))
+    with pytest.raises(ValueError, match="another base model"):
+        NoteEmbedder(tiny_llama, adapter=run, cache_dir=False)
+
+
+def test_finetune_llama_and_cli(cohort_dir, tiny_llama, tmp_path):
+    from typer.testing import CliRunner
+
+    from medfuse.cli import app
+
+    cfg_file = tmp_path / "cfg.toml"
+    cfg_file.write_text(f'[notes]\nlora_rank = 4\nlora_dropout = 0.0\nhead_lr = 0.02\npatience = 5\n'
+                        f'cache_dir = "{tmp_path / "cache"}"\n')
+    runner = CliRunner()
+    res = runner.invoke(app, ["finetune-notes", str(cohort_dir), "--model", str(tiny_llama), "--out",
+                              str(tmp_path / "ft"), "--epochs", "3", "--lr", "0.005", "--config", str(cfg_file)])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "ft" / "finetune_config.json").read_text())
+    assert meta["family"] == "decoder" and meta["pooling"] == "last"
+    assert meta["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    assert meta["history"][-1]["train_loss"] < meta["history"][0]["train_loss"]
+    res = runner.invoke(app, ["embed-notes", str(cohort_dir), "--adapter", str(tmp_path / "ft"), "--out",
+                              str(tmp_path / "emb"), "--config", str(cfg_file)])
+    assert res.exit_code == 0, res.output
+    _, x, missing = load_note_embeddings(tmp_path / "emb")
+    assert x.shape == (60, 32) and missing.sum() == 1
+    emb_cfg = json.loads((tmp_path / "emb" / "embed_config.json").read_text())
+    assert emb_cfg["adapter_identity"] and emb_cfg["family"] == "decoder"
+    res = runner.invoke(app, ["embed-notes", str(cohort_dir), "--adapter", str(tmp_path / "ft"), "--out",
+                              str(tmp_path / "emb2"), "--config", str(cfg_file)])
+    assert res.exit_code == 0 and json.loads((tmp_path / "emb2" / "embed_config.json").read_text())["computed"] == 0
