@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import sys
 import time
@@ -117,7 +118,9 @@ def nrmse(pred: np.ndarray, true: np.ndarray, hidden: np.ndarray, sd: np.ndarray
 
 
 # --- one cohort ---------------------------------------------------------------------------------
-def bench_cohort(name: str, path: Path, cfg: LabsConfig, repeats: int, fraction: float, seed: int) -> dict:
+def bench_cohort(name: str, path: Path, cfg: LabsConfig, repeats: int, fraction: float, seed: int,
+                 mask_ratios: tuple[float, ...] = ()) -> dict:
+    """``mask_ratios``: extra MLTM runs (ablation) that differ from ``cfg`` only in ``mask_ratio``."""
     from medfuse.labs import LabEmbedder
 
     cohort = Cohort(path)
@@ -128,12 +131,19 @@ def bench_cohort(name: str, path: Path, cfg: LabsConfig, repeats: int, fraction:
     sd = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
     print(f"\n== {name}: {len(train_raw)} train / {len(test_raw)} test admissions, {train_raw.shape[1]} lab tests")
 
-    run = CACHE / "runs" / name
-    mltm = train_mltm(path, run, cfg)
-    print(f"MLTM: best val loss {mltm['best_val_loss']:.4f} at epoch {mltm['best_epoch']} / {mltm['epochs_run']}, "
-          f"{mltm['admissions_per_second']:.0f} admissions/s, peak {mltm['peak_memory_mb']:.0f} MB")
-    embedder = LabEmbedder.load(run)
-    assert embedder.keys == cohort.lab_keys
+    variants = {"mltm": cfg} | {f"mltm_mask{r:g}": cfg.model_copy(update={"mask_ratio": r}) for r in mask_ratios}
+    runs, embedders = {}, {}
+    for m, vcfg in variants.items():
+        run = CACHE / "runs" / f"{name}-{m}"
+        runs[m] = train_mltm(path, run, vcfg)
+        r = runs[m]
+        print(f"{m}: best val loss {r['best_val_loss']:.4f} at epoch {r['best_epoch']} / {r['epochs_run']}, "
+              f"{r['admissions_per_second']:.0f} admissions/s, peak {r['peak_memory_mb']:.0f} MB, "
+              f"{r['train_seconds']:.0f} s")
+        embedders[m] = LabEmbedder.load(run)
+        assert embedders[m].keys == cohort.lab_keys
+    methods = [*METHODS, *[m for m in variants if m != "mltm"]]
+    mltm = runs["mltm"]
 
     fit_seconds = {}
     imputers = sklearn_imputers(seed)
@@ -144,17 +154,17 @@ def bench_cohort(name: str, path: Path, cfg: LabsConfig, repeats: int, fraction:
         fit_seconds[m] = time.perf_counter() - t0
 
     rng = np.random.default_rng(seed)
-    overall = {m: [] for m in METHODS}
-    sq_err = {m: np.zeros(train_raw.shape[1]) for m in METHODS}
+    overall = {m: [] for m in methods}
+    sq_err = {m: np.zeros(train_raw.shape[1]) for m in methods}
     n_hidden = np.zeros(train_raw.shape[1])
-    predict_seconds = {m: 0.0 for m in METHODS}
+    predict_seconds = {m: 0.0 for m in methods}
     for _ in range(repeats):
         hidden = hide(test_raw, fraction, rng)
         x_in = np.where(hidden, np.nan, test_raw)
-        for m in METHODS:
+        for m in methods:
             t0 = time.perf_counter()
-            if m == "mltm":
-                pred = embedder.impute(x_in)
+            if m in embedders:
+                pred = embedders[m].impute(x_in)
             else:
                 pred = cohort.denormalize(imputers[m].transform(cohort.normalize(x_in)))
             predict_seconds[m] += time.perf_counter() - t0
@@ -167,33 +177,40 @@ def bench_cohort(name: str, path: Path, cfg: LabsConfig, repeats: int, fraction:
     for t in range(train_raw.shape[1]):
         row = {"key": tests.column("key")[t].as_py(), "label": tests.column("label")[t].as_py(),
                "unit": tests.column("unit")[t].as_py(), "train_sd": float(sd[t]), "hidden": int(n_hidden[t])}
-        for m in METHODS:
+        for m in methods:
             row[m] = float(np.sqrt(sq_err[m][t] / n_hidden[t])) if n_hidden[t] else None
         per_test.append(row)
-    per_test_macro = {m: float(np.mean([r[m] for r in per_test if r[m] is not None])) for m in METHODS}
+    per_test_macro = {m: float(np.mean([r[m] for r in per_test if r[m] is not None])) for m in methods}
     return {
         "cohort": str(path), "source": cohort.manifest.get("source"),
         "train_admissions": len(train_raw), "test_admissions": len(test_raw), "lab_tests": train_raw.shape[1],
         "hidden_per_repeat": int(n_hidden.sum() / repeats), "repeats": repeats,
         "nrmse": {m: {"mean": float(np.mean(v)), "std": float(np.std(v))} for m, v in overall.items()},
         "nrmse_macro": per_test_macro,
-        "fit_seconds": {**fit_seconds, "mltm": mltm["train_seconds"]},
+        "fit_seconds": {**fit_seconds, **{m: r["train_seconds"] for m, r in runs.items()}},
         "predict_seconds": {m: v / repeats for m, v in predict_seconds.items()},
-        "mltm": mltm, "per_test": per_test,
+        "mltm": mltm, "mltm_variants": {m: r for m, r in runs.items() if m != "mltm"}, "per_test": per_test,
     }
 
 
 # --- report -------------------------------------------------------------------------------------
+def _cell(stats: dict) -> str:
+    return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+
+
 def markdown(results: dict, meta: dict) -> str:
     lines = [
         "# MLTM lab imputation benchmark",
         "",
         (f"{meta['fraction']:.0%} of the observed test-split values hidden ({meta['repeats']} random draws), "
          "reconstructed by each method fitted on the training split only. NRMSE in original units: RMSE / "
-         "training-split standard deviation of the test; *pooled* over all hidden values (mean +- sd over "
+         "training-split standard deviation of the test; *pooled* over all hidden values (mean ± sd over "
          "draws) and *macro* = mean of the per-test NRMSE. Lower is better; mean imputation is ~1."),
         "",
-        f"MLTM config: `{json.dumps(meta['config'])}`. Machine: {meta['machine']}.",
+        f"MLTM config: `{json.dumps(meta['config'])}`.",
+        "",
+        (f"Machine: {meta['machine']}; load average at start {meta['load_average']} (other jobs share the "
+         "cores, so throughput is a lower bound)."),
         "",
         ("| cohort | train adm. | tests | hidden/draw | mean | KNN (k=5) | Iterative | **MLTM** | MLTM macro | "
          "Iterative macro | MLTM epochs (best) | train adm./s | peak MB | train s |"),
@@ -201,18 +218,34 @@ def markdown(results: dict, meta: dict) -> str:
     ]
     for name, r in results.items():
         n, ml = r["nrmse"], r["mltm"]
-        cells = [f"{n[m]['mean']:.3f} ± {n[m]['std']:.3f}" for m in METHODS]
         lines.append(
             f"| {name} | {r['train_admissions']} | {r['lab_tests']} | {r['hidden_per_repeat']} | "
-            + " | ".join(cells[:3]) + f" | **{cells[3]}** | {r['nrmse_macro']['mltm']:.3f} | "
-            f"{r['nrmse_macro']['iterative']:.3f} | {ml['epochs_run']} ({ml['best_epoch']}) | "
-            f"{ml['admissions_per_second']:.0f} | {ml['peak_memory_mb']:.0f} | {ml['train_seconds']:.1f} |"
+            + " | ".join(_cell(n[m]) for m in METHODS[:3]) + f" | **{_cell(n['mltm'])}** | "
+            f"{r['nrmse_macro']['mltm']:.3f} | {r['nrmse_macro']['iterative']:.3f} | "
+            f"{ml['epochs_run']} ({ml['best_epoch']}) | {ml['admissions_per_second']:.0f} | "
+            f"{ml['peak_memory_mb']:.0f} | {ml['train_seconds']:.1f} |"
         )
+    ablations = sorted({m for r in results.values() for m in r["mltm_variants"]})
+    if ablations:
+        names = [f"MLTM mask {m.removeprefix('mltm_mask')}" for m in ablations]
+        lines += ["", ("Ablation: MLTM trained with another mask ratio (otherwise the same config), on the "
+                       "same hidden values."), "",
+                  f"| cohort | MLTM mask {meta['config']['mask_ratio']:g} | " + " | ".join(names)
+                  + " | Iterative | epochs (best) | train s |",
+                  "|---|" + "---:|" * (len(ablations) + 4)]
+        for name, r in results.items():
+            n, v = r["nrmse"], r["mltm_variants"]
+            cells = [_cell(n[m]) if m in n else "-" for m in ["mltm", *ablations]]
+            runs = ", ".join(f"{v[m]['epochs_run']} ({v[m]['best_epoch']})" for m in ablations if m in v)
+            secs = ", ".join(f"{v[m]['train_seconds']:.0f}" for m in ablations if m in v)
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_cell(n['iterative'])} | {runs} | {secs} |")
     for name, r in results.items():
+        cols = [*METHODS, *[m for m in ablations if m in r["nrmse"]]]
+        heads = ["mean", "KNN", "Iterative", "MLTM", *[f"MLTM mask {m.removeprefix('mltm_mask')}" for m in cols[4:]]]
         lines += ["", f"## {name}: NRMSE per lab test", "",
-                  "| test | unit | hidden | mean | KNN | Iterative | MLTM |", "|---|---|---:|---:|---:|---:|---:|"]
+                  "| test | unit | hidden | " + " | ".join(heads) + " |", "|---|---|---:|" + "---:|" * len(cols)]
         for t in sorted(r["per_test"], key=lambda t: -t["hidden"]):
-            vals = " | ".join("-" if t[m] is None else f"{t[m]:.3f}" for m in METHODS)
+            vals = " | ".join("-" if t[m] is None else f"{t[m]:.3f}" for m in cols)
             lines.append(f"| {t['label']} | {t['unit'] or ''} | {t['hidden']} | {vals} |")
     return "\n".join(lines) + "\n"
 
@@ -228,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fraction", type=float, default=0.2, help="share of observed test values to hide")
     ap.add_argument("--repeats", type=int, default=5, help="random hiding draws")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ablate-mask-ratio", type=float, nargs="*", default=[0.3], metavar="R",
+                    help="extra MLTM runs with these mask ratios (default: 0.3; none: pass the flag alone)")
     ap.add_argument("--out", type=Path, default=RESULTS / "mltm.json")
     args = ap.parse_args(argv)
 
@@ -239,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
             cohorts[name or Path(path).name] = Path(path)
     else:
         cohorts = default_cohorts(args.admissions, args.seed)
-    results = {name: bench_cohort(name, path, cfg, args.repeats, args.fraction, args.seed)
+    load = [round(v, 1) for v in os.getloadavg()]
+    results = {name: bench_cohort(name, path, cfg, args.repeats, args.fraction, args.seed, tuple(args.ablate_mask_ratio))
                for name, path in cohorts.items()}
 
     import torch
@@ -247,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
                f"device {results[next(iter(results))]['mltm']['device'] if results else '?'}, torch {torch.__version__}")
     meta = {"fraction": args.fraction, "repeats": args.repeats, "seed": args.seed, "machine": machine,
+            "load_average": load, "cpu_count": os.cpu_count(),
             "config": cfg.model_dump(mode="json"), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
