@@ -33,11 +33,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from medfuse.config import LabsConfig, load_config
 from medfuse.data.cohort import Cohort
+from medfuse.labs.evaluate import hide, nrmse
 
 CACHE = ROOT / "benchmarks" / ".cache"
 RESULTS = ROOT / "benchmarks" / "results"
-DEMOS = {"mimic3-demo": ("mimic3", Path("/work/shared/data/mimic-iii-demo")),
-         "mimic4-demo": ("mimic4", Path("/work/shared/data/mimic-iv-demo"))}
+SHARED = Path(os.environ.get("MEDFUSE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DEMOS = {"mimic3-demo": ("mimic3", SHARED / "mimic-iii-demo"), "mimic4-demo": ("mimic4", SHARED / "mimic-iv-demo")}
 METHODS = ("mean", "knn", "iterative", "mltm")
 
 
@@ -98,23 +99,6 @@ def sklearn_imputers(seed: int) -> dict:
         "knn": KNNImputer(n_neighbors=5, keep_empty_features=True),
         "iterative": IterativeImputer(max_iter=10, random_state=seed, keep_empty_features=True),
     }
-
-
-def hide(x: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """A boolean mask of exactly round(fraction * n_observed) randomly chosen observed entries."""
-    obs = np.flatnonzero(~np.isnan(x))
-    mask = np.zeros(x.size, bool)
-    mask[rng.choice(obs, size=round(fraction * len(obs)), replace=False)] = True
-    return mask.reshape(x.shape)
-
-
-def nrmse(pred: np.ndarray, true: np.ndarray, hidden: np.ndarray, sd: np.ndarray) -> tuple[float, np.ndarray]:
-    """Pooled NRMSE over all hidden entries and per test (NaN for a test with nothing hidden)."""
-    err = np.where(hidden, (pred - true) / sd, 0.0)
-    n = hidden.sum(0)
-    per_test = np.sqrt((err**2).sum(0) / np.maximum(n, 1))
-    per_test[n == 0] = np.nan
-    return float(np.sqrt((err**2).sum() / hidden.sum())), per_test
 
 
 # --- one cohort ---------------------------------------------------------------------------------

@@ -72,7 +72,10 @@ def test_train_evaluate_compare_report(cohort, config_file, tmp_path):
     assert 0.5 < tuned["macro"]["auroc"] <= 1.0
     ci = tuned["bootstrap"]["macro_f1"]
     assert ci["low"] <= tuned["macro"]["f1"] <= ci["high"]
-    assert set(metrics["subgroups"]) == {"note_missing", "labs_missing", "both_present"}
+    assert set(metrics["subgroups"]) == {"without_note", "without_labs", "without_any_text", "note_and_labs"}
+    recon = json.loads((run / "labs" / "reconstruction.json").read_text())
+    assert recon["hidden_values"] > 100 and set(recon["overall"]) == {"MLTM", "training mean"}
+    assert 0.5 < recon["overall"]["training mean"] < 2.0  # about 1 by construction
 
     out = tmp_path / "compare"
     invoke("compare", cohort, "--out", out, "--config", config_file, "--labs-run", run / "labs",

@@ -23,12 +23,14 @@ from medfuse.data.cohort import Cohort
 from medfuse.progress import ProgressFn, no_progress
 
 RUN_FILE = "run.json"
+RECONSTRUCTION_FILE = "reconstruction.json"
 THRESHOLDS_FILE = "thresholds.json"
 
 
 def ensure_labs_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn) -> Path:
     """The MLTM run to use: ``train.labs_run`` if set, else ``run_dir/labs`` (pretrained when absent)."""
     from medfuse.labs import pretrain
+    from medfuse.labs.evaluate import reconstruction_table
     from medfuse.labs.train import MODEL_FILE
 
     path = Path(cfg.train.labs_run) if cfg.train.labs_run else run_dir / "labs"
@@ -36,6 +38,8 @@ def ensure_labs_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress:
         if cfg.train.labs_run:
             raise FileNotFoundError(f"{path}: not a pretrain-labs run (no {MODEL_FILE})")
         pretrain(cohort, path, cfg.labs, progress=progress)
+    if not (path / RECONSTRUCTION_FILE).exists():
+        (path / RECONSTRUCTION_FILE).write_text(json.dumps(reconstruction_table(cohort, path), indent=2))
     return path
 
 
@@ -121,10 +125,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test", n_resamples: int = 10
     prob = predict(net.to(device), data, rows, device)
     thresholds = np.array([json.loads((run_dir / THRESHOLDS_FILE).read_text())[n] for n in data.label_names])
     progress(f"evaluate {split}", 0.3, f"{n_resamples} bootstrap resamples")
+    has_note = np.asarray(Cohort(info["cohort"]).table("admissions").column("has_notes").to_pylist())[rows]
+    no_labs = data.lab_missing[rows]
     metrics = evaluate_predictions(
         data.y[rows], prob, thresholds, groups=data.subject_ids[rows], label_names=data.label_names,
-        subgroups={"note_missing": data.note_missing[rows], "labs_missing": data.lab_missing[rows],
-                   "both_present": ~data.note_missing[rows] & ~data.lab_missing[rows]},
+        subgroups={"without_note": ~has_note, "without_labs": no_labs, "without_any_text": data.note_missing[rows],
+                   "note_and_labs": has_note & ~no_labs},
         n_resamples=n_resamples, seed=0)
     metrics["split"] = split
     (run_dir / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=2))
