@@ -10,15 +10,6 @@ import torch
 from medfuse.fusion import CLUBEstimator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and pytest -n 2 already fills both cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _fit(y_of, steps: int = 200, seed: int = 0) -> CLUBEstimator:
     """Train q(y|x) by maximum likelihood on fresh batches from the sampler."""
     torch.manual_seed(seed)

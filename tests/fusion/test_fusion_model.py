@@ -16,15 +16,6 @@ VARIANTS = [{"kind": k} for k in KINDS] + [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and pytest -n 2 already fills both cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _ids(v: dict) -> str:
     return "-".join(f"{k}={x}" for k, x in v.items())
 

@@ -30,31 +30,38 @@ def _average_precision(y: np.ndarray, p: np.ndarray) -> float:
     return float(average_precision_score(y, p)) if y.any() else 0.0
 
 
-def lightgbm_labs(cohort: Cohort, seed: int = 0, progress: ProgressFn | None = None) -> np.ndarray:
-    """Per-label LightGBM on lab features; probabilities for every cohort row ``[N, L]``."""
-    import lightgbm as lgb
-
+def _per_label(x, cohort: Cohort, candidates, stage: str, progress: ProgressFn | None) -> np.ndarray:
+    """Fit every candidate of ``candidates(j)`` (callables ``(x_train, y_train, x_val, y_val) -> model``) per
+    label, keep the best by validation AUPRC; ``[N, L]`` probabilities for every cohort row."""
     progress = progress or no_progress
-    x, _ = lab_features(cohort)
     y = cohort.labels()
     train, val = cohort.rows("train"), cohort.rows("val")
     out = np.zeros_like(y)
     for j in range(y.shape[1]):
-        if not y[train, j].any() or y[train, j].all():
+        if not y[train, j].any() or y[train, j].all():  # nothing to learn: the training prevalence
             out[:, j] = y[train, j].mean()
             continue
-        best = (-1.0, None)
-        for params in LIGHTGBM_GRID:
+        models = [fit(x[train], y[train, j], x[val], y[val, j]) for fit in candidates]
+        best = max(models, key=lambda m: _average_precision(y[val, j], m.predict_proba(x[val])[:, 1]))
+        out[:, j] = best.predict_proba(x)[:, 1]
+        progress(stage, (j + 1) / y.shape[1])
+    return out
+
+
+def lightgbm_labs(cohort: Cohort, seed: int = 0, progress: ProgressFn | None = None) -> np.ndarray:
+    """Per-label LightGBM on lab features; probabilities for every cohort row ``[N, L]``."""
+    import lightgbm as lgb
+
+    def candidate(params):
+        def fit(xt, yt, xv, yv):
             model = lgb.LGBMClassifier(n_estimators=500, learning_rate=0.05, subsample=0.8, subsample_freq=1,
                                        colsample_bytree=0.8, random_state=seed, n_jobs=2, verbose=-1, **params)
-            model.fit(x[train], y[train, j], eval_X=(x[val],), eval_y=(y[val, j],), eval_metric="average_precision",
-                      callbacks=[lgb.early_stopping(30, verbose=False)])
-            score = _average_precision(y[val, j], model.predict_proba(x[val])[:, 1])
-            if score > best[0]:
-                best = (score, model)
-        out[:, j] = best[1].predict_proba(x)[:, 1]
-        progress("LightGBM labs", (j + 1) / y.shape[1])
-    return out
+            return model.fit(xt, yt, eval_X=(xv,), eval_y=(yv,), eval_metric="average_precision",
+                             callbacks=[lgb.early_stopping(30, verbose=False)])
+        return fit
+
+    x, _ = lab_features(cohort)
+    return _per_label(x, cohort, [candidate(p) for p in LIGHTGBM_GRID], "LightGBM labs", progress)
 
 
 def tfidf_logreg(cohort: Cohort, texts: list[str], seed: int = 0, progress: ProgressFn | None = None) -> np.ndarray:
@@ -63,22 +70,8 @@ def tfidf_logreg(cohort: Cohort, texts: list[str], seed: int = 0, progress: Prog
 
     from medfuse.notes.tfidf import TfidfNotes
 
-    progress = progress or no_progress
-    y = cohort.labels()
-    train, val = cohort.rows("train"), cohort.rows("val")
-    vec = TfidfNotes().fit([texts[i] for i in train])
-    x = vec.transform(texts)
-    out = np.zeros_like(y)
-    for j in range(y.shape[1]):
-        if not y[train, j].any() or y[train, j].all():
-            out[:, j] = y[train, j].mean()
-            continue
-        best = (-1.0, None)
-        for c in LOGREG_C:
-            model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x[train], y[train, j])
-            score = _average_precision(y[val, j], model.predict_proba(x[val])[:, 1])
-            if score > best[0]:
-                best = (score, model)
-        out[:, j] = best[1].predict_proba(x)[:, 1]
-        progress("TF-IDF + logistic regression", (j + 1) / y.shape[1])
-    return out
+    def candidate(c):
+        return lambda xt, yt, xv, yv: LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(xt, yt)
+
+    x = TfidfNotes().fit([texts[i] for i in cohort.rows("train")]).transform(texts)
+    return _per_label(x, cohort, [candidate(c) for c in LOGREG_C], "TF-IDF + logistic regression", progress)
