@@ -79,23 +79,30 @@ def load_run_data(run_dir: Path):
     return load_fusion_data(info["cohort"], info["labs_run"], info["notes_run"]), info
 
 
-def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, resume: bool = False,
-              progress: ProgressFn | None = None) -> dict:
-    """Run what is missing of ``pretrain-labs`` / ``embed-notes``, then train and tune thresholds on val."""
+def run_inputs(cohort_path: str | Path, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn):
+    """``(cohort, labs_run, notes_run, FusionData)`` for ``run_dir``: steps 2-3 are run where missing."""
     from medfuse.training.inputs import load_fusion_data
-    from medfuse.training.metrics import tune_thresholds
-    from medfuse.training.trainer import fit, load_net, predict, resolve_device
 
-    progress = progress or no_progress
-    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cohort = Cohort(cohort_path)
     labs_run = ensure_labs_run(cohort, run_dir, cfg, progress)
     notes_run = ensure_notes_run(cohort, run_dir, cfg, progress)
+    return cohort, labs_run, notes_run, load_fusion_data(cohort, labs_run, notes_run)
+
+
+def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, resume: bool = False,
+              progress: ProgressFn | None = None) -> dict:
+    """Run what is missing of ``pretrain-labs`` / ``embed-notes``, then train and tune thresholds on val."""
+    from medfuse.torch_utils import resolve_device
+    from medfuse.training.metrics import tune_thresholds
+    from medfuse.training.trainer import fit, load_net, predict
+
+    progress = progress or no_progress
+    run_dir = Path(run_dir)
+    cohort, labs_run, notes_run, data = run_inputs(cohort_path, run_dir, cfg, progress)
     info = {"cohort": str(cohort.path.resolve()), "labs_run": str(labs_run.resolve()),
             "notes_run": str(notes_run.resolve()), "config": cfg.model_dump(mode="json")}
     (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2))
-    data = load_fusion_data(cohort, labs_run, notes_run)
     summary = fit(data, run_dir, cfg.train, lab_encoder(cfg.train.labs_encoder, labs_run, cfg.train.seed),
                   resume=resume, progress=progress)
     net = load_net(run_dir, data, lab_encoder(cfg.train.labs_encoder, labs_run, cfg.train.seed))
@@ -112,8 +119,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", n_resamples: int = 10
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from medfuse.torch_utils import resolve_device
     from medfuse.training.metrics import evaluate_predictions
-    from medfuse.training.trainer import load_net, predict, resolve_device
+    from medfuse.training.trainer import load_net, predict
 
     progress = progress or no_progress
     run_dir = Path(run_dir)

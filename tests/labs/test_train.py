@@ -95,7 +95,9 @@ def test_early_stopping_after_patience(cohort_dir, tmp_path, monkeypatch):
 
 
 def test_warmup_cosine_schedule():
-    f = train_mod.warmup_cosine(100, 0.1)
+    from medfuse.torch_utils import warmup_cosine
+
+    f = warmup_cosine(100, 0.1)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
     assert all(f(i) >= f(i + 1) for i in range(10, 100))

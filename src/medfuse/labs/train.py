@@ -24,6 +24,7 @@ from medfuse.config import LabsConfig
 from medfuse.data.cohort import Cohort
 from medfuse.labs.model import MLTM, MLTMConfig, masked_mse, random_masking
 from medfuse.progress import ProgressFn, no_progress
+from medfuse.torch_utils import resolve_device, warmup_cosine
 
 MODEL_FILE, CONFIG_FILE, VOCAB_FILE, HISTORY_FILE = "model.safetensors", "config.json", "vocab.json", "history.json"
 VAL_MASK_SEED_OFFSET = 7919
@@ -43,12 +44,6 @@ class PretrainResult:
     peak_memory_mb: float
     device: str
     history: dict = field(repr=False, default_factory=dict)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def cohort_values(cohort: Cohort, split: str | None, aggregates: list[str], normalized: bool = True) -> np.ndarray:
@@ -79,19 +74,6 @@ def model_config(n_tests: int, cfg: LabsConfig) -> MLTMConfig:
         n_tests=n_tests, n_aggregates=len(cfg.aggregates), d_model=cfg.d_model, encoder_layers=cfg.encoder_layers,
         decoder_layers=cfg.decoder_layers, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout,
     )
-
-
-def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    """LR multiplier: linear warm-up from ~0 to 1, then cosine decay to 0 at ``total_steps``."""
-    warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
 
 
 @torch.no_grad()

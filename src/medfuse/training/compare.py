@@ -57,21 +57,16 @@ def _slug(name: str) -> str:
 
 def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None) -> dict:
     """Train and evaluate every variant with every seed; write ``compare.json`` and ``compare.md``."""
-    from medfuse.data.cohort import Cohort
     from medfuse.notes.text import build_texts
-    from medfuse.pipeline import ensure_labs_run, ensure_notes_run, lab_encoder
+    from medfuse.pipeline import lab_encoder, run_inputs
+    from medfuse.torch_utils import resolve_device
     from medfuse.training.classical import lightgbm_labs, tfidf_logreg
-    from medfuse.training.inputs import load_fusion_data
     from medfuse.training.metrics import compute_metrics, evaluate_predictions, tune_thresholds
-    from medfuse.training.trainer import fit, load_net, predict, resolve_device
+    from medfuse.training.trainer import fit, load_net, predict
 
     progress = progress or no_progress
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cohort = Cohort(cohort_path)
-    labs_run = ensure_labs_run(cohort, out, cfg, progress)
-    notes_run = ensure_notes_run(cohort, out, cfg, progress)
-    data = load_fusion_data(cohort, labs_run, notes_run)
+    cohort, labs_run, _, data = run_inputs(cohort_path, out, cfg, progress)
     texts = build_texts(cohort, cfg.notes.template).texts
     val, test = data.rows("val"), data.rows("test")
     device = resolve_device(cfg.train.device)

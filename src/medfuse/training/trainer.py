@@ -21,6 +21,7 @@ from torch import nn
 
 from medfuse.config import TrainConfig
 from medfuse.progress import ProgressFn, no_progress
+from medfuse.torch_utils import resolve_device, warmup_cosine
 from medfuse.training.checkpoint import atomic_save_tensors, load_checkpoint, save_checkpoint
 from medfuse.training.inputs import FusionData
 
@@ -52,12 +53,6 @@ class FusionNet(nn.Module):
 
     def estimator_parameters(self) -> list[nn.Parameter]:
         return list(self.fusion.estimator_parameters())
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def fusion_config(cfg: TrainConfig):
@@ -95,17 +90,6 @@ def macro_auprc(y: np.ndarray, p: np.ndarray) -> float:
 
     scores = [average_precision_score(y[:, j], p[:, j]) for j in range(y.shape[1]) if y[:, j].any()]
     return float(np.mean(scores)) if scores else float("nan")
-
-
-def warmup_cosine(total_steps: int, warmup_fraction: float):
-    warmup = max(1, int(total_steps * warmup_fraction))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
-
-    return factor
 
 
 def fit(data: FusionData, run_dir: str | Path, cfg: TrainConfig, lab_encoder: nn.Module | None = None,
