@@ -100,3 +100,15 @@ def test_commands_refuse_what_is_not_a_cohort_or_run(tmp_path):
     for args in (["train", tmp_path, "--out", tmp_path / "r"], ["evaluate", tmp_path], ["report", tmp_path]):
         result = CliRunner().invoke(app, [str(a) for a in args])
         assert result.exit_code == 2 and str(tmp_path) in " ".join(result.output.split())
+
+
+def test_demo_command_runs_every_stage(config_file, tmp_path):
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text(config_file.read_text().replace("seeds = [0, 1]", "seeds = [0]")
+                   + "\n[synth]\nadmissions = 300\nformat = \"mimic3\"\n")
+    result = invoke("demo", "--out", tmp_path / "demo", "--config", cfg)
+    assert result.output.strip().endswith("report.html")
+    assert "macro-AUPRC" in result.output and "LightGBM (labs)" in result.output
+    for path in ("raw/LABEVENTS.csv.gz", "cohort/manifest.json", "run/metrics_test.json", "compare/compare.json",
+                 "run/report.html"):
+        assert (tmp_path / "demo" / path).exists(), path
