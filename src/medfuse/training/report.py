@@ -185,7 +185,7 @@ def build_report(run_dir: str | Path, compare_dir: str | Path | None = None, spl
         sections.append(comparison_section(json.loads((Path(compare_dir) / "compare.json").read_text())))
     sections += [
         "<h2>ROC and precision-recall curves</h2>", _img(roc_pr_curves(y, p, names), "ROC and PR curves"),
-        "<h2>Calibration</h2>", _img(calibration_plot(y, p), "calibration plot"),
+        "<h2>Calibration</h2>", _img(calibration_plot(y, p, names), "calibration plot"),
         "<h2>Training</h2>",
         _img(training_curves(history, ["train_bce", "train_mi", "val_macro_auprc"]), "training curves"),
         mltm_section(Path(info["labs_run"])),
