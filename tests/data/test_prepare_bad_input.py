@@ -157,3 +157,31 @@ def test_row_level_problems_are_counted_and_quirky_formats_accepted(mimic3_demo,
     assert delta("labevents", "repaired", "censored_value") == 1
     assert tables["labevents"]["used"] == base["labevents"]["used"] + 1  # ">10" kept as 10
     assert "notes" not in tables or tables["notes"]["read"] == 0
+
+
+def test_lab_rows_without_admission_id_attach_to_latest_covering_admission(mimic3_demo, tmp_path):
+    """Admission 999001 lies inside 142345 (subject 10006): a row inside both goes to the later-admitted
+    999001, a row inside 142345 only goes to 142345, a row far outside every stay is dropped."""
+    import pyarrow.parquet as pq
+
+    raw = copy_demo(mimic3_demo, tmp_path / "raw")
+    header, rows = load(mimic3_demo, "ADMISSIONS")
+    nested = next(r for r in rows if r[2] == "142345").copy()
+    nested[0], nested[2], nested[3], nested[4] = "1", "999001", "2164-10-25 00:00:00", "2164-10-26 00:00:00"
+    (raw / "ADMISSIONS.csv.gz").unlink()
+    write_csv(raw / "ADMISSIONS", header, [*rows, nested], gz=True)
+    header, rows = load(mimic3_demo, "DIAGNOSES_ICD")
+    (raw / "DIAGNOSES_ICD.csv.gz").unlink()
+    write_csv(raw / "DIAGNOSES_ICD", header, [*rows, ["1", "10006", "999001", "1", "4019"]], gz=True)
+    header, rows = load(mimic3_demo, "LABEVENTS")
+    extra = [["1", "10006", "", "50912", t, v, v, "mg/dL", ""]
+             for t, v in (("2164-10-25 12:00:00", "111"), ("2164-10-28 12:00:00", "222"), ("2190-01-01 00:00:00", "333"))]
+    (raw / "LABEVENTS.csv.gz").unlink()
+    write_csv(raw / "LABEVENTS", header, [*rows, *extra], gz=True)
+    result = run_prepare(raw, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    labs = pq.read_table(tmp_path / "out" / "labs.parquet").to_pylist()
+    by_adm = {r["hadm_id"]: r for r in labs}
+    assert by_adm[999001]["lab_50912__last"] == 111 and by_adm[999001]["lab_50912__count"] == 1
+    assert by_adm[142345]["lab_50912__max"] == 222
+    assert 333 not in [r["lab_50912__max"] for r in labs]

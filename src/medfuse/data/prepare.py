@@ -8,6 +8,7 @@ describes the output.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import shutil
@@ -15,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,17 @@ LAB_CLIP = 5.0
 NOTE_BATCH_ROWS = 2048
 
 __all__ = ["InputError", "prepare_cohort"]
+
+LAB_DROP_RULES: tuple[tuple[str, str], ...] = (  # (reason, SQL condition), the first that holds applies
+    ("invalid_id", "a.subject_id IS NULL OR a.itemid IS NULL"),
+    ("missing_time", "a.t IS NULL"),
+    ("non_numeric_value", "a.num IS NULL"),
+    ("non_finite_value", "isinf(a.num) OR isnan(a.num)"),
+    ("unknown_test", "li.itemid IS NULL"),
+    ("outside_any_admission", "a.from_window AND a.hadm_id IS NULL"),
+    ("admission_not_in_cohort", "c.hadm_id IS NULL"),
+    ("outside_admission_window", "a.t < c.win_start OR a.t > c.dischtime"),
+)
 
 
 @dataclass
@@ -76,12 +89,20 @@ class _Pipeline:
             settings["threads"] = cfg.threads
         self.duckdb = duckdb
         self.con = duckdb.connect(config=settings)
+        self.con.execute("ATTACH ':memory:' AS work (COMPRESS); USE work")  # compressed tables: half the memory
         self.con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")  # polled only
         self.accounts: dict[str, RowAccount] = {}
         self.timings: dict[str, float] = {}
         self.files: dict[str, RawFile | None] = {name: locate(raw, cfg.source, name) for name in SPECS[cfg.source]}
 
     # -- helpers -----------------------------------------------------------------------------
+    def fork(self) -> _Pipeline:
+        """The same run on a second DuckDB connection, for a stage that runs beside another one."""
+        twin = copy.copy(self)
+        twin.con = self.con.cursor()
+        twin.con.execute("USE work")
+        return twin
+
     def sql(self, query: str, stage: str | None = None):
         """Run a statement; with ``stage``, report DuckDB's progress on it while it runs."""
         if stage is None:
@@ -122,7 +143,7 @@ class _Pipeline:
         return (
             f"(SELECT {columns} FROM read_csv('{path}', header=true, names={names}, all_varchar=true, delim=',', "
             f"quote='\"', escape='\"', store_rejects=true, rejects_table='rej_{name}', "
-            f"rejects_scan='rejscan_{name}', max_line_size=67108864))"
+            f"rejects_scan='rejscan_{name}', max_line_size=16777216, buffer_size=33554432))"
         )
 
     def start_account(self, name: str, table: str) -> RowAccount:
@@ -251,10 +272,7 @@ class _Pipeline:
 
     def labs(self) -> None:
         c, src = self.con, self.cfg.source
-        if src == "mimic4":
-            refs = "TRY_CAST(ref_low AS DOUBLE) AS ref_low, TRY_CAST(ref_high AS DOUBLE) AS ref_high"
-        else:
-            refs = "NULL::DOUBLE AS ref_low, NULL::DOUBLE AS ref_high"
+        refs = ["ref_low", "ref_high"] if src == "mimic4" else []  # MIMIC-III has no reference ranges
         c.execute(f"""CREATE TABLE labitems AS SELECT DISTINCT ON (itemid) TRY_CAST(itemid AS INTEGER) AS itemid,
             label, fluid, category FROM {self.read_csv('labitems')} WHERE TRY_CAST(itemid AS INTEGER) IS NOT NULL""")
         # Cast VALUENUM first; only rows without one parse VALUE, and only those with < or > try the regex.
@@ -264,51 +282,82 @@ class _Pipeline:
               SELECT TRY_CAST(subject_id AS BIGINT) AS subject_id, TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
                 TRY_CAST(itemid AS INTEGER) AS itemid, TRY_CAST(charttime AS TIMESTAMP) AS t, value,
                 COALESCE(TRY_CAST(valuenum AS DOUBLE), TRY_CAST(trim(value) AS DOUBLE)) AS plain,
-                trim(unit) AS unit, lower(trim(flag)) = 'abnormal' AS abnormal, {refs}
+                trim(unit) AS unit, lower(trim(flag)) = 'abnormal' AS abnormal
+                {''.join(f', TRY_CAST({r} AS DOUBLE) AS {r}' for r in refs)}
               FROM {self.read_csv('labevents')})
             SELECT subject_id, hadm_id, itemid, t,
               CASE WHEN plain IS NOT NULL THEN plain WHEN value SIMILAR TO '.*[<>].*' THEN {censored} END AS num,
-              plain IS NULL AND num IS NOT NULL AS censored, unit, abnormal, ref_low, ref_high
+              plain IS NULL AND num IS NOT NULL AS censored, unit, abnormal {''.join(f', {r}' for r in refs)}
             FROM typed""", stage="labs: read")
         acc = self.start_account("labevents", "lab_rows")
-        self.progress("labs: clean", 0.0)
-        self.sql("""CREATE TABLE lab_clean AS
-            WITH matched AS (
-              SELECT l.rowid AS rid, arg_max(c.hadm_id, c.admittime) AS hadm_id
-              FROM lab_rows l JOIN cohort c ON l.subject_id = c.subject_id AND l.t BETWEEN c.win_start AND c.dischtime
-              WHERE l.hadm_id IS NULL GROUP BY l.rowid)
-            SELECT COALESCE(l.hadm_id, m.hadm_id) AS hadm_id, l.itemid, l.t, l.num, l.censored, l.unit, l.abnormal,
-              l.ref_low, l.ref_high, l.hadm_id IS NULL AS from_window, CASE
-                WHEN l.subject_id IS NULL OR l.itemid IS NULL THEN 'invalid_id'
-                WHEN l.t IS NULL THEN 'missing_time'
-                WHEN l.num IS NULL THEN 'non_numeric_value'
-                WHEN isinf(l.num) OR isnan(l.num) THEN 'non_finite_value'
-                WHEN li.itemid IS NULL THEN 'unknown_test'
-                WHEN l.hadm_id IS NULL AND m.hadm_id IS NULL THEN 'outside_any_admission'
-                WHEN c.hadm_id IS NULL THEN 'admission_not_in_cohort'
-                WHEN l.t < c.win_start OR l.t > c.dischtime THEN 'outside_admission_window'
-              END AS reason
-            FROM lab_rows l LEFT JOIN matched m ON l.rowid = m.rid
-            LEFT JOIN cohort c ON c.hadm_id = COALESCE(l.hadm_id, m.hadm_id)
-            LEFT JOIN labitems li ON li.itemid = l.itemid""", stage="labs: clean")
+        # A test's unit is its most frequent one (over all splits: a unit says nothing about the outcome).
+        c.execute("""CREATE TABLE lab_units AS SELECT itemid, mode(unit) AS unit FROM lab_rows
+            WHERE num IS NOT NULL AND unit <> '' GROUP BY itemid""")
+        # One pass attaches rows without HADM_ID by time, gives every row its drop reason (or none) and
+        # merges exact duplicates (same admission, test, time and value): one row per distinct observation.
+        self._attachment_windows()
+        carry = "".join(f", {r}" for r in refs)
+        reason = "CASE " + " ".join(f"WHEN {cond} THEN {i}" for i, (_, cond) in enumerate(LAB_DROP_RULES)) + " END"
+        self.sql(f"""CREATE TABLE lab_obs AS
+            WITH attached AS (
+              SELECT hadm_id, subject_id, itemid, t, num, censored, abnormal{carry}, false AS from_window
+              FROM lab_rows WHERE hadm_id IS NOT NULL
+              UNION ALL
+              SELECT w.hadm_id, l.subject_id, l.itemid, l.t, l.num, l.censored, l.abnormal{carry}, true
+              FROM lab_rows l LEFT JOIN lab_windows w ON w.subject_id = l.subject_id AND l.t >= w.lo AND l.t < w.hi
+              WHERE l.hadm_id IS NULL),
+            classified AS (
+              SELECT a.*, ({reason})::UTINYINT AS reason
+              FROM attached a LEFT JOIN cohort c ON c.hadm_id = a.hadm_id LEFT JOIN labitems li ON li.itemid = a.itemid)
+            SELECT hadm_id, itemid, t, num, reason, count(*) AS n, count_if(from_window) AS n_window,
+              bool_or(censored) AS censored, bool_or(abnormal) AS abnormal
+              {''.join(f', any_value({r}) AS {r}' for r in refs)}
+            FROM classified GROUP BY hadm_id, itemid, t, num, reason""", stage="labs: clean & deduplicate")
         c.execute("DROP TABLE lab_rows")
-        acc.drop(self.counts("SELECT reason, count(*) FROM lab_clean GROUP BY reason"))
-        acc.repaired["hadm_id_from_time_window"] = self.scalar(
-            "SELECT count(*) FROM lab_clean WHERE reason IS NULL AND from_window")
-        self.sql("""CREATE TABLE lab_obs AS SELECT hadm_id, itemid, t, num, bool_or(censored) AS censored,
-              any_value(unit) AS unit, bool_or(abnormal) AS abnormal, any_value(ref_low) AS ref_low,
-              any_value(ref_high) AS ref_high, count(*) AS n
-            FROM lab_clean WHERE reason IS NULL GROUP BY hadm_id, itemid, t, num""", stage="labs: deduplicate")
-        c.execute("DROP TABLE lab_clean")
-        acc.drop({"duplicate": self.scalar("SELECT COALESCE(sum(n - 1), 0) FROM lab_obs")})
+        acc.drop({LAB_DROP_RULES[code][0]: n for code, n in self.counts(
+            "SELECT reason, sum(n) FROM lab_obs WHERE reason IS NOT NULL GROUP BY reason").items()})
+        duplicates, from_window = c.execute(
+            "SELECT COALESCE(sum(n - 1), 0), COALESCE(sum(n_window), 0) FROM lab_obs WHERE reason IS NULL").fetchall()[0]
+        acc.drop({"duplicate": duplicates})
+        acc.repaired["hadm_id_from_time_window"] = from_window
+        self._lab_aggregates(refs)
         self._select_tests()
         acc.drop({"test_not_selected": self.scalar(
-            "SELECT count(*) FROM lab_obs WHERE itemid NOT IN (SELECT itemid FROM lab_tests)")})
-        c.execute("DELETE FROM lab_obs WHERE itemid NOT IN (SELECT itemid FROM lab_tests)")
-        acc.used = self.scalar("SELECT count(*) FROM lab_obs")
-        acc.repaired["censored_value"] = self.scalar("SELECT count(*) FROM lab_obs WHERE censored")
+            "SELECT COALESCE(sum(count), 0) FROM lab_agg WHERE itemid NOT IN (SELECT itemid FROM lab_tests)")})
+        c.execute("DELETE FROM lab_agg WHERE itemid NOT IN (SELECT itemid FROM lab_tests)")
+        acc.used, acc.repaired["censored_value"] = c.execute(
+            "SELECT COALESCE(sum(count), 0), COALESCE(sum(n_censored), 0) FROM lab_agg").fetchall()[0]
         self._lab_table()
         self._lab_text()
+
+    def _attachment_windows(self) -> None:
+        """Disjoint time pieces per patient, each owned by the latest-admitted admission whose lab window
+        (``win_start`` to ``dischtime``, both included) covers it: a lab row without HADM_ID matches at most one."""
+        self.con.execute("""CREATE TABLE lab_windows AS
+            WITH edges AS (
+              SELECT subject_id, win_start AS b FROM cohort
+              UNION SELECT subject_id, dischtime + INTERVAL 1 MICROSECOND FROM cohort),
+            pieces AS (SELECT subject_id, b AS lo, lead(b) OVER (PARTITION BY subject_id ORDER BY b) AS hi FROM edges)
+            SELECT p.subject_id, p.lo, p.hi, arg_max(c.hadm_id, c.admittime) AS hadm_id
+            FROM pieces p JOIN cohort c ON c.subject_id = p.subject_id AND c.win_start <= p.lo
+              AND c.dischtime + INTERVAL 1 MICROSECOND >= p.hi
+            GROUP BY p.subject_id, p.lo, p.hi""")
+
+    def _lab_aggregates(self, refs: list[str]) -> None:
+        """Per admission and test: last/mean/min/max/count, censored count and the last abnormal result."""
+        flagged = "o.abnormal" + "".join(
+            f" OR (o.{r} IS NOT NULL AND o.num {'>' if r == 'ref_high' else '<'} o.{r})" for r in refs)
+        last = "{'t': o.t, 'num': o.num}"
+        direction = ("CASE WHEN o.ref_high IS NOT NULL AND o.num > o.ref_high THEN 'high' "
+                     "WHEN o.ref_low IS NOT NULL AND o.num < o.ref_low THEN 'low' ELSE 'abnormal' END")
+        direction = (f"arg_max({direction}, {last}) FILTER (WHERE {flagged})" if refs
+                     else f"CASE WHEN count(*) FILTER (WHERE {flagged}) > 0 THEN 'abnormal' END")
+        self.sql(f"""CREATE TABLE lab_agg AS SELECT o.hadm_id, o.itemid, arg_max(o.num, {last}) AS last,
+            avg(o.num) AS mean, min(o.num) AS min, max(o.num) AS max, count(*)::INTEGER AS count,
+            count_if(o.censored) AS n_censored,
+            arg_max(o.num, {last}) FILTER (WHERE {flagged}) AS abnormal_num,
+            {direction} AS abnormal_direction
+            FROM lab_obs o WHERE o.reason IS NULL GROUP BY o.hadm_id, o.itemid""", stage="labs: aggregate")
 
     def _select_tests(self) -> None:
         """Lab tests that become columns: frequent enough in *training* admissions, most frequent first."""
@@ -316,51 +365,57 @@ class _Pipeline:
         n_train = self.scalar("SELECT count(*) FROM splits WHERE split = 'train'")
         c.execute(f"""CREATE TABLE lab_tests AS
             WITH freq AS (
-              SELECT o.itemid, count(DISTINCT o.hadm_id) / {n_train} AS train_fraction, mode(o.unit) AS unit,
-                quantile_cont(o.num, [0.01, 0.25, 0.5, 0.75, 0.99]) AS q, stddev_samp(o.num) AS sd
-              FROM lab_obs o JOIN splits s ON s.hadm_id = o.hadm_id AND s.split = 'train' GROUP BY o.itemid)
+              SELECT g.itemid, count(*) / {n_train} AS train_fraction
+              FROM lab_agg g JOIN splits s ON s.hadm_id = g.hadm_id AND s.split = 'train' GROUP BY g.itemid),
+            stats AS (
+              SELECT o.itemid, quantile_cont(o.num, [0.01, 0.25, 0.5, 0.75, 0.99]) AS q, stddev_samp(o.num) AS sd
+              FROM lab_obs o JOIN splits s ON s.hadm_id = o.hadm_id AND s.split = 'train'
+              WHERE o.reason IS NULL AND o.itemid IN (SELECT itemid FROM freq WHERE train_fraction >= {cfg.lab_min_admission_fraction})
+              GROUP BY o.itemid)
             SELECT row_number() OVER (ORDER BY f.train_fraction DESC, f.itemid) - 1 AS rank,
-              'lab_' || f.itemid AS key, f.itemid, li.label, li.fluid, li.category, COALESCE(f.unit, '') AS unit,
-              f.train_fraction, f.q[3] AS median,
-              CASE WHEN f.q[4] > f.q[2] THEN (f.q[4] - f.q[2]) / 1.349 WHEN f.sd > 0 THEN f.sd ELSE 1.0 END AS scale,
-              f.q[1] AS q01, f.q[5] AS q99
-            FROM freq f JOIN labitems li USING (itemid)
-            WHERE f.train_fraction >= {cfg.lab_min_admission_fraction}
+              'lab_' || f.itemid AS key, f.itemid, li.label, li.fluid, li.category, COALESCE(u.unit, '') AS unit,
+              f.train_fraction, s.q[3] AS median,
+              CASE WHEN s.q[4] > s.q[2] THEN (s.q[4] - s.q[2]) / 1.349 WHEN s.sd > 0 THEN s.sd ELSE 1.0 END AS scale,
+              s.q[1] AS q01, s.q[5] AS q99
+            FROM freq f JOIN stats s USING (itemid) JOIN labitems li USING (itemid) LEFT JOIN lab_units u USING (itemid)
             ORDER BY rank LIMIT {cfg.lab_max_tests}""")
         if self.scalar("SELECT count(*) FROM lab_tests") == 0:
             raise InputError(f"{self.files['labevents'].path}: no lab test is measured in at least "
                              f"{cfg.lab_min_admission_fraction:.0%} of training admissions")
 
     def _lab_table(self) -> None:
+        """One row per cohort admission, six columns per selected test (a numpy scatter, not a SQL pivot)."""
         c = self.con
-        c.execute("""CREATE TABLE lab_agg AS SELECT hadm_id, itemid, arg_max(num, {'t': t, 'num': num}) AS last,
-            avg(num) AS mean, min(num) AS min, max(num) AS max, count(*)::INTEGER AS count
-            FROM lab_obs GROUP BY hadm_id, itemid""")
-        cols = []
-        for (itemid,) in c.execute("SELECT itemid FROM lab_tests ORDER BY rank").fetchall():
-            k = f"lab_{itemid}"
-            cols += [f"max(CASE WHEN g.itemid = {itemid} THEN g.{a} END) AS {k}__{a}" for a in ("last", "mean", "min", "max")]
-            cols += [f"COALESCE(max(CASE WHEN g.itemid = {itemid} THEN g.count END), 0)::INTEGER AS {k}__count",
-                     f"COALESCE(max(CASE WHEN g.itemid = {itemid} THEN g.count END), 0) > 0 AS {k}__observed"]
-        c.execute(f"""CREATE TABLE labs AS SELECT c.row, c.hadm_id, {', '.join(cols)}
-            FROM cohort c LEFT JOIN lab_agg g USING (hadm_id) GROUP BY c.row, c.hadm_id""")
+        tests = [itemid for (itemid,) in c.execute("SELECT itemid FROM lab_tests ORDER BY rank").fetchall()]
+        cohort = c.execute("SELECT row, hadm_id FROM cohort ORDER BY row").fetchnumpy()
+        g = c.execute("""SELECT c.row, t.rank, g.last, g.mean, g.min, g.max, g.count
+            FROM lab_agg g JOIN cohort c USING (hadm_id) JOIN lab_tests t USING (itemid)""").fetchnumpy()
+        shape = (len(cohort["row"]), len(tests))
+        at = (np.asarray(g["row"]), np.asarray(g["rank"]))
+        count = np.zeros(shape, np.int32)
+        count[at] = g["count"]
+        observed = count > 0
+        columns = {"row": cohort["row"], "hadm_id": cohort["hadm_id"]}
+        values = {}
+        for a in ("last", "mean", "min", "max"):
+            values[a] = np.full(shape, np.nan)
+            values[a][at] = g[a]
+        for j, itemid in enumerate(tests):
+            for a in ("last", "mean", "min", "max"):
+                columns[f"lab_{itemid}__{a}"] = pa.array(values[a][:, j], mask=~observed[:, j])
+            columns[f"lab_{itemid}__count"] = count[:, j]
+            columns[f"lab_{itemid}__observed"] = observed[:, j]
+        c.register("labs_scattered", pa.table(columns))
+        c.execute("CREATE TABLE labs AS SELECT * FROM labs_scattered")
+        c.unregister("labs_scattered")
 
     def _lab_text(self) -> None:
-        direction = """CASE WHEN o.ref_high IS NOT NULL AND o.num > o.ref_high THEN 'high'
-                            WHEN o.ref_low IS NOT NULL AND o.num < o.ref_low THEN 'low' ELSE 'abnormal' END"""
-        self.con.execute(f"""CREATE TABLE lab_text AS
-            WITH last_abnormal AS (
-              SELECT o.hadm_id, o.itemid, arg_max(o.num, {{'t': o.t, 'num': o.num}}) AS num,
-                arg_max({direction}, {{'t': o.t, 'num': o.num}}) AS direction
-              FROM lab_obs o WHERE o.abnormal
-                OR (o.ref_high IS NOT NULL AND o.num > o.ref_high) OR (o.ref_low IS NOT NULL AND o.num < o.ref_low)
-              GROUP BY o.hadm_id, o.itemid)
-            SELECT c.row, a.hadm_id,
-              'Abnormal labs: ' || string_agg(trim(t.label || ' ' || printf('%.4g', a.num) || ' ' || t.unit)
-                || ' (' || a.direction || ')', '; ' ORDER BY t.rank) || '.' AS text,
+        self.con.execute("""CREATE TABLE lab_text AS SELECT c.row, a.hadm_id,
+              'Abnormal labs: ' || string_agg(trim(t.label || ' ' || printf('%.4g', a.abnormal_num) || ' ' || t.unit)
+                || ' (' || a.abnormal_direction || ')', '; ' ORDER BY t.rank) || '.' AS text,
               count(*)::INTEGER AS n_abnormal
-            FROM last_abnormal a JOIN lab_tests t USING (itemid) JOIN cohort c USING (hadm_id)
-            GROUP BY c.row, a.hadm_id""")
+            FROM lab_agg a JOIN lab_tests t USING (itemid) JOIN cohort c USING (hadm_id)
+            WHERE a.abnormal_num IS NOT NULL GROUP BY c.row, a.hadm_id""")
 
     def notes(self) -> str:
         """Extract the allowed sections of discharge summaries; returns the notes status."""
@@ -426,7 +481,7 @@ class _Pipeline:
         queries = {
             "admissions": """SELECT c.subject_id, c.hadm_id, c.admittime, c.dischtime, c.age, c.sex,
                 COALESCE(l.has_labs, false) AS has_labs, n.hadm_id IS NOT NULL AS has_notes
-                FROM cohort c LEFT JOIN (SELECT DISTINCT hadm_id, true AS has_labs FROM lab_obs) l USING (hadm_id)
+                FROM cohort c LEFT JOIN (SELECT DISTINCT hadm_id, true AS has_labs FROM lab_agg) l USING (hadm_id)
                 LEFT JOIN notes n USING (hadm_id) ORDER BY c.row""",
             "labs": "SELECT * EXCLUDE (row) FROM labs ORDER BY row",
             "lab_tests": "SELECT * EXCLUDE (rank) FROM lab_tests ORDER BY rank",
@@ -485,9 +540,12 @@ def prepare_cohort(
         p.stage("admissions", p.admissions)
         p.stage("diagnoses & labels", lambda: p.diagnoses_and_labels(diseases))
         p.stage("patient-level split", lambda: p.splits(diseases))
-        p.stage("labs", p.labs)
-        notes_status = []
-        p.stage("notes", lambda: notes_status.append(p.notes()))
+        # Notes run beside labs: the LABEVENTS scan decompresses on one core, notes parse on the other.
+        notes_run, notes_status = p.fork(), []
+        with ThreadPoolExecutor(1) as pool:
+            notes_done = pool.submit(notes_run.stage, "notes", lambda: notes_status.append(notes_run.notes()))
+            p.stage("labs", p.labs)
+            notes_done.result()
         for name, acc in p.accounts.items():
             acc.check(name)
         rows: dict[str, int] = {}
@@ -505,7 +563,7 @@ def prepare_cohort(
             "config_hash": config_hash(cfg),
             "labels": [d.name for d in diseases],
             "label_titles": {d.name: d.title for d in diseases},
-            "tables": {name: acc.as_dict() for name, acc in p.accounts.items()},
+            "tables": {name: acc.as_dict() for name, acc in sorted(p.accounts.items())},
             "outputs": rows,
             "split_sizes": sizes,
             "prevalence": prevalence,
