@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from medfuse.fusion import CLUBEstimator
+from medfuse.fusion.club import penalty
 
 
 def _fit(y_of, steps: int = 200, seed: int = 0) -> CLUBEstimator:
@@ -84,3 +85,11 @@ def test_bound_gradients_reach_inputs(sample):
     x, y = torch.randn(10, 3, requires_grad=True), torch.randn(10, 2, requires_grad=True)
     club.upper_bound(x, y, sample=sample).backward()
     assert x.grad.abs().sum() > 0 and y.grad.abs().sum() > 0
+
+
+def test_penalty_floors_negative_estimates_at_zero():
+    est = torch.tensor([-2.5, -0.1, 1.5], requires_grad=True)
+    out = penalty(est)
+    assert out.tolist() == [0.0, 0.0, 1.5]
+    out.sum().backward()
+    assert est.grad.tolist() == [0.0, 0.0, 1.0]  # no gradient pushes an estimate further below zero

@@ -22,6 +22,15 @@ import torch
 from torch import Tensor, nn
 
 
+def penalty(estimate: Tensor) -> Tensor:
+    """The MI term the main model minimises: the vCLUB estimate, floored at zero.
+
+    Mutual information is never negative; a negative estimate only means ``q`` lags behind the
+    features, and following it would train them to fool ``q`` rather than to share less.
+    """
+    return estimate.clamp_min(0.0)
+
+
 class CLUBEstimator(nn.Module):
     def __init__(self, x_dim: int, y_dim: int, hidden: int, logvar_bound: float = 1.0):
         super().__init__()

@@ -15,9 +15,12 @@ MEDFuse (``kind="medfuse"``), with ``d`` the common width and ``k = note_tokens`
     C = Linear(d+1, d)(kronecker_tokens(a, b)) + row embedding                     C     [N, d+1, d]
     C -> cross-attention over [S_a; S_b] (masked) x layers -> LN                   S_c   [N, d+1, d]
     s_a = mean_k S_a, s_b = mean over valid tokens of S_b, s_c = mean S_c          [N, d] each
-    logits = DenseHead([s_a, s_c, s_b])                                            [N, L]
+    logits = DenseHead([s_a, s_c, s_b, LN(note), LN(lab_pooled)])                  [N, L]
 
-and the vCLUB bound ``I([s_a; s_b]; s_c)`` as the mutual-information penalty. ``use_kronecker=False``
+The last two inputs are skip connections around the fusion: the dense block also sees the
+LayerNormed inputs themselves, so the disentangled features add to what a plain concatenation has
+rather than replace it. The vCLUB bound ``I([s_a; s_b]; s_c)``, floored at 0, is the
+mutual-information penalty. ``use_kronecker=False``
 replaces C by ``d+1`` learned query tokens plus ``Linear(2d, d)([s_a; s_b])``.
 """
 
@@ -31,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from medfuse.fusion.club import CLUBEstimator
+from medfuse.fusion.club import CLUBEstimator, penalty
 
 Kind = Literal["medfuse", "concat", "tfn", "notes_only", "labs_only"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -217,7 +220,7 @@ class FusionBase(nn.Module):
             mi = self.mi_upper_bound(out)
             parts["mi"] = mi.item()
             if self.cfg.mi_weight > 0:
-                loss = loss + self.cfg.mi_weight * mi
+                loss = loss + self.cfg.mi_weight * penalty(mi)
         parts["loss"] = loss.item()
         return loss, parts
 
@@ -246,7 +249,9 @@ class MEDFuse(FusionBase):
         self.cross_blocks = nn.ModuleList(
             Block(d, cfg.heads, cfg.dropout, cross=True) for _ in range(cfg.layers)
         )
-        self.head = DenseHead(3 * d, cfg.dense_hidden, cfg.dense_layers, n_labels, cfg.dropout)
+        # skip connections: the LayerNormed inputs themselves also reach the dense block
+        self.note_skip, self.lab_skip = VectorEncoder(d_note), VectorEncoder(d_lab)
+        self.head = DenseHead(3 * d + d_note + d_lab, cfg.dense_hidden, cfg.dense_layers, n_labels, cfg.dropout)
         self.club = CLUBEstimator(2 * d, d, cfg.mi_hidden, cfg.mi_logvar_bound)
 
     def forward(
@@ -290,7 +295,8 @@ class MEDFuse(FusionBase):
         for block in self.cross_blocks:
             c = block(c, ctx, ctx_keep)
         s_c = self.ln_c(c).mean(1)
-        logits = self.head(torch.cat([s_a, s_c, s_b], 1))
+        skip = [self.note_skip(note, note_missing), self.lab_skip(lab_pooled, lab_missing)]
+        logits = self.head(torch.cat([s_a, s_c, s_b, *skip], 1))
         return ModelOutput(logits, s_a, s_b, s_c)
 
     def estimator_parameters(self) -> list[nn.Parameter]:

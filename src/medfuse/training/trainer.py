@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from medfuse.config import TrainConfig
+from medfuse.fusion.club import penalty
 from medfuse.progress import ProgressFn, no_progress
 from medfuse.torch_utils import resolve_device, warmup_cosine
 from medfuse.training.checkpoint import atomic_save_tensors, load_checkpoint, save_checkpoint
@@ -147,7 +148,7 @@ def fit(data: FusionData, run_dir: str | Path, cfg: TrainConfig, lab_encoder: nn
             sums["bce"] += loss.item()
             if est_opt is not None and cfg.mi_weight > 0:
                 mi = net.fusion.mi_upper_bound(out)
-                loss = loss + cfg.mi_weight * mi
+                loss = loss + cfg.mi_weight * penalty(mi)
                 sums["mi"] += mi.item()
             elif est_opt is not None:
                 with torch.no_grad():
