@@ -85,7 +85,23 @@ def _train_mltm(cohort: str, run: str, cfg: dict) -> dict:
     return {k: v for k, v in asdict(result).items() if k != "history"}
 
 
-def train_mltm(cohort: Path, run: Path, cfg: LabsConfig) -> dict:
+def reusable_run(run: Path, cohort: Path, cfg: LabsConfig) -> dict | None:
+    """The summary of a finished run in ``run`` trained on ``cohort`` with exactly ``cfg``, else None."""
+    try:
+        config = json.loads((run / "config.json").read_text())
+        history = json.loads((run / "history.json").read_text())
+        same_cohort = Path(json.loads((run / "vocab.json").read_text())["cohort"]).resolve() == cohort.resolve()
+    except (OSError, KeyError, ValueError):
+        return None
+    if not same_cohort or config["train"] != cfg.model_dump(mode="json") or not (run / "model.safetensors").is_file():
+        return None
+    return history["summary"]
+
+
+def train_mltm(cohort: Path, run: Path, cfg: LabsConfig, reuse: bool = False) -> dict:
+    if reuse and (summary := reusable_run(run, cohort, cfg)) is not None:
+        print(f"reusing {run} (same cohort and config)")
+        return summary
     with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
         return pool.submit(_train_mltm, str(cohort), str(run), cfg.model_dump()).result()
 
@@ -103,7 +119,7 @@ def sklearn_imputers(seed: int) -> dict:
 
 # --- one cohort ---------------------------------------------------------------------------------
 def bench_cohort(name: str, path: Path, cfg: LabsConfig, repeats: int, fraction: float, seed: int,
-                 mask_ratios: tuple[float, ...] = ()) -> dict:
+                 mask_ratios: tuple[float, ...] = (), reuse: bool = False) -> dict:
     """``mask_ratios``: extra MLTM runs (ablation) that differ from ``cfg`` only in ``mask_ratio``."""
     from medfuse.labs import LabEmbedder
 
@@ -119,7 +135,7 @@ def bench_cohort(name: str, path: Path, cfg: LabsConfig, repeats: int, fraction:
     runs, embedders = {}, {}
     for m, vcfg in variants.items():
         run = CACHE / "runs" / f"{name}-{m}"
-        runs[m] = train_mltm(path, run, vcfg)
+        runs[m] = train_mltm(path, run, vcfg, reuse)
         r = runs[m]
         print(f"{m}: best val loss {r['best_val_loss']:.4f} at epoch {r['best_epoch']} / {r['epochs_run']}, "
               f"{r['admissions_per_second']:.0f} admissions/s, peak {r['peak_memory_mb']:.0f} MB, "
@@ -239,7 +255,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cohort", action="append", default=[], metavar="[NAME=]PATH",
                     help="a prepared cohort folder (repeatable); default: synthetic + the two demo cohorts")
     ap.add_argument("--admissions", type=int, default=2000, help="admissions of the synthetic cohort")
-    ap.add_argument("--config", type=Path, help="TOML config whose [labs] section configures MLTM")
+    ap.add_argument("--config", type=Path, default=ROOT / "benchmarks" / "configs" / "mltm.toml",
+                    help="TOML config whose [labs] section configures MLTM (default: benchmarks/configs/mltm.toml)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse a finished run in benchmarks/.cache/runs trained on the same cohort with the same config")
     ap.add_argument("--epochs", type=int, help="override labs.epochs")
     ap.add_argument("--device", help="override labs.device (auto | cpu | cuda)")
     ap.add_argument("--fraction", type=float, default=0.2, help="share of observed test values to hide")
@@ -259,7 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         cohorts = default_cohorts(args.admissions, args.seed)
     load = [round(v, 1) for v in os.getloadavg()]
-    results = {name: bench_cohort(name, path, cfg, args.repeats, args.fraction, args.seed, tuple(args.ablate_mask_ratio))
+    results = {name: bench_cohort(name, path, cfg, args.repeats, args.fraction, args.seed, tuple(args.ablate_mask_ratio),
+                               args.reuse)
                for name, path in cohorts.items()}
 
     import torch
