@@ -156,6 +156,8 @@ def pretrain_labs(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for weights, config, lab vocabulary, history.")],
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping on val reconstruction).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation, shuffling and masking.")] = None,
+    mask_ratio: Annotated[float | None, typer.Option(
+        help="Share of observed values hidden per step (0.75 for the embedder; 0.3 imputes better).")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Pre-train the masked lab-test model (MLTM), the lab embedder and imputer, on the training split."""
@@ -165,7 +167,7 @@ def pretrain_labs(
     from medfuse.labs import pretrain
     from medfuse.reporting import print_mapping
 
-    cfg = _config(config, labs={"epochs": epochs, "seed": seed}).labs
+    cfg = _config(config, labs={"epochs": epochs, "seed": seed, "mask_ratio": mask_ratio}).labs
     try:
         data = Cohort(cohort)
     except FileNotFoundError as e:

@@ -119,10 +119,11 @@ def test_cli_pretrain_labs(cohort_dir, tmp_path):
     cfg.write_text('[labs]\nd_model = 16\nencoder_layers = 1\ndecoder_layers = 1\nheads = 2\ndevice = "cpu"\n')
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["pretrain-labs", str(cohort_dir), "--out", str(out), "--epochs", "2",
-                                   "--seed", "3", "--config", str(cfg)])
+                                   "--seed", "3", "--mask-ratio", "0.3", "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     assert "best val reconstruction MSE" in res.output
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["epochs"] == 2 and config["train"]["seed"] == 3 and config["model"]["d_model"] == 16
+    assert config["mask_ratio"] == 0.3
     bad = CliRunner().invoke(app, ["pretrain-labs", str(tmp_path / "nope"), "--out", str(out)])
     assert bad.exit_code == 2 and "not a medfuse cohort" in bad.output
