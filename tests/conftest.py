@@ -99,10 +99,8 @@ def tiny_bert(tmp_path_factory):
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
     fast.save_pretrained(path)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=fast.vocab_size if hasattr(fast, "vocab_size") else len(fast), hidden_size=32,
-                     num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                     pad_token_id=tok.token_to_id("[PAD]"))
-    cfg.vocab_size = len(fast)
+    cfg = BertConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64, pad_token_id=tok.token_to_id("[PAD]"))
     BertModel(cfg).save_pretrained(path)
     return path
 

@@ -348,10 +348,10 @@ class _Pipeline:
         flagged = "o.abnormal" + "".join(
             f" OR (o.{r} IS NOT NULL AND o.num {'>' if r == 'ref_high' else '<'} o.{r})" for r in refs)
         last = "{'t': o.t, 'num': o.num}"
-        direction = ("CASE WHEN o.ref_high IS NOT NULL AND o.num > o.ref_high THEN 'high' "
-                     "WHEN o.ref_low IS NOT NULL AND o.num < o.ref_low THEN 'low' ELSE 'abnormal' END")
-        direction = (f"arg_max({direction}, {last}) FILTER (WHERE {flagged})" if refs
-                     else f"CASE WHEN count(*) FILTER (WHERE {flagged}) > 0 THEN 'abnormal' END")
+        high_low = ("CASE WHEN o.ref_high IS NOT NULL AND o.num > o.ref_high THEN 'high' "
+                    "WHEN o.ref_low IS NOT NULL AND o.num < o.ref_low THEN 'low' ELSE 'abnormal' END")
+        # read only where abnormal_num is set; without reference ranges every flag is plain 'abnormal'
+        direction = f"arg_max({high_low}, {last}) FILTER (WHERE {flagged})" if refs else "'abnormal'"
         self.sql(f"""CREATE TABLE lab_agg AS SELECT o.hadm_id, o.itemid, arg_max(o.num, {last}) AS last,
             avg(o.num) AS mean, min(o.num) AS min, max(o.num) AS max, count(*)::INTEGER AS count,
             count_if(o.censored) AS n_censored,
