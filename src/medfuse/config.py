@@ -87,6 +87,7 @@ class NotesConfig(_Section):
     batch_tokens: int = Field(0, ge=0)
     batch_size: int = Field(0, ge=0)
     normalize: bool = True
+    unit: Literal["lines", "text"] = "lines"
     template: str = (
         "Chief complaint: {chief_complaint}\n"
         "History of present illness: {present_illness}\n"
@@ -110,6 +111,7 @@ class NotesConfig(_Section):
     patience: int = Field(2, ge=1)
     pos_weight: bool = True
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    cpu_autocast: Literal["auto", "on", "off"] = "auto"
     seed: int = 0
 
 

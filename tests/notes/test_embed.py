@@ -148,7 +148,7 @@ def test_cache_hits_compute_nothing(tiny_bert, tmp_path):
 def test_embed_cohort_writes_all_admissions(cohort_dir, tiny_bert, tmp_path):
     from medfuse.config import NotesConfig
 
-    cfg = NotesConfig(model=str(tiny_bert), cache_dir=str(tmp_path / "cache"))
+    cfg = NotesConfig(model=str(tiny_bert), cache_dir=str(tmp_path / "cache"), unit="text")
     summary = embed_cohort(cohort_dir, tmp_path / "run", cfg)
     assert summary["admissions"] == 60 and summary["missing"] == 1 and summary["embedded"] == 59
     hadm, x, missing = load_note_embeddings(tmp_path / "run")
@@ -160,3 +160,30 @@ def test_embed_cohort_writes_all_admissions(cohort_dir, tiny_bert, tmp_path):
     rerun = embed_cohort(cohort_dir, tmp_path / "run2", cfg)
     assert rerun["computed"] == 0 and rerun["cached"] == 59
     np.testing.assert_array_equal(load_note_embeddings(tmp_path / "run2")[1], x)
+
+
+def test_embed_cohort_lines_max_pools_each_field(cohort_dir, tiny_bert, tmp_path):
+    """unit = "lines": one block per template field, each the element-wise max of its lines' vectors."""
+    from medfuse.config import NotesConfig
+    from medfuse.notes.text import FIELDS, build_texts, segments
+
+    cfg = NotesConfig(model=str(tiny_bert), cache_dir=str(tmp_path / "cache"), dtype="float32")
+    assert cfg.unit == "lines"
+    summary = embed_cohort(cohort_dir, tmp_path / "run", cfg)
+    hadm, x, missing = load_note_embeddings(tmp_path / "run")
+    assert x.shape == (60, 5 * 32) and summary["fields"] == list(FIELDS) and summary["dim"] == 160
+    assert missing.tolist() == [i == 2 for i in range(60)] and not x[2].any()
+    assert summary["unique_lines"] < summary["lines"]  # repeated list items are embedded once
+
+    nt = build_texts(cohort_dir)
+    plain = NoteEmbedder(tiny_bert, cache_dir=False, dtype="float32")
+    for i in (0, 5, 17):
+        for j, field in enumerate(FIELDS):
+            block = x[i, 32 * j:32 * (j + 1)]
+            lines = segments(nt.values[i][field], field)
+            if lines:
+                np.testing.assert_allclose(block, plain.embed(lines).max(0), atol=1e-5)
+            else:
+                assert not block.any()
+    blocks = x[~missing].reshape(-1, 5, 32)
+    assert (np.abs(blocks).sum(2) > 0).any(0).all()  # every field is present somewhere

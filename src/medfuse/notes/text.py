@@ -10,8 +10,9 @@ text and ``has_text = False``: it is *missing* for later stages, never embedded 
 
 from __future__ import annotations
 
+import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class NoteTexts:
     has_note: np.ndarray  # bool [N]: at least one allowed note section rendered
     has_lab_text: np.ndarray  # bool [N]
     split: np.ndarray  # str [N]
+    values: list[dict[str, str | None]] = field(default_factory=list)  # [N] raw field values (before the template)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -48,7 +50,41 @@ class NoteTexts:
     def subset(self, rows: np.ndarray) -> NoteTexts:
         rows = np.asarray(rows)
         return NoteTexts(self.hadm_ids[rows], [self.texts[i] for i in rows], self.has_text[rows],
-                         self.has_note[rows], self.has_lab_text[rows], self.split[rows])
+                         self.has_note[rows], self.has_lab_text[rows], self.split[rows],
+                         [self.values[i] for i in rows] if self.values else [])
+
+
+# a sentence ends at . ! or ? before a capital, a digit or a "[**" de-identification tag; not after Mr./Dr./...
+_SENTENCE_END = re.compile(r"\n|(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bMrs\.)(?<!\bSt\.)(?<=[.!?])\s+(?=[A-Z0-9\[])")
+
+
+def template_fields(template: str) -> list[str]:
+    """The fields a template names, in order of first appearance."""
+    out: list[str] = []
+    for _, names in _template_lines(template):
+        out.extend(n for n in names if n not in out)
+    return out
+
+
+def segments(value: str | None, field_name: str) -> list[str]:
+    """A field's text cut into the short pieces ``unit = "lines"`` embeds one by one.
+
+    Note sections are cut at line ends and sentence ends (list markers such as ``-`` or ``1.`` are
+    stripped); the lab text is cut into its ``test value unit (flag)`` items.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return []
+    if field_name == "lab_text":
+        text = value.strip().removeprefix("Abnormal labs:").rstrip(".")
+        pieces = text.split(";")
+    else:
+        pieces = _SENTENCE_END.split(value)
+    out = []
+    for p in pieces:
+        p = re.sub(r"^\s*(?:[-*\u2022]|\d+[.)])\s*", "", p).strip()
+        if any(ch.isalnum() for ch in p):
+            out.append(p)
+    return out
 
 
 @lru_cache(maxsize=16)
@@ -126,4 +162,4 @@ def build_texts(cohort: Cohort | str | Path, template: str = DEFAULT_TEMPLATE) -
     texts = [t if h else "" for t, h in zip(texts, has_text, strict=True)]
     has_note = np.array([render(template, {**v, "lab_text": None}) != blank for v in values], dtype=bool)
     has_lab = np.array([render(template, {**empty, "lab_text": v["lab_text"]}) != blank for v in values], dtype=bool)
-    return NoteTexts(hadm, texts, has_text, has_note, has_lab, np.asarray(cohort.split))
+    return NoteTexts(hadm, texts, has_text, has_note, has_lab, np.asarray(cohort.split), values)
