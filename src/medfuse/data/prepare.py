@@ -395,7 +395,7 @@ class _Pipeline:
         count = np.zeros(shape, np.int32)
         count[at] = g["count"]
         observed = count > 0
-        columns = {"row": cohort["row"], "hadm_id": cohort["hadm_id"]}
+        columns = {"hadm_id": cohort["hadm_id"]}
         values = {}
         for a in ("last", "mean", "min", "max"):
             values[a] = np.full(shape, np.nan)
@@ -405,9 +405,7 @@ class _Pipeline:
                 columns[f"lab_{itemid}__{a}"] = pa.array(values[a][:, j], mask=~observed[:, j])
             columns[f"lab_{itemid}__count"] = count[:, j]
             columns[f"lab_{itemid}__observed"] = observed[:, j]
-        c.register("labs_scattered", pa.table(columns))
-        c.execute("CREATE TABLE labs AS SELECT * FROM labs_scattered")
-        c.unregister("labs_scattered")
+        self.lab_table = pa.table(columns)  # already in cohort row order; written as it is
 
     def _lab_text(self) -> None:
         self.con.execute("""CREATE TABLE lab_text AS SELECT c.row, a.hadm_id,
@@ -483,14 +481,14 @@ class _Pipeline:
                 COALESCE(l.has_labs, false) AS has_labs, n.hadm_id IS NOT NULL AS has_notes
                 FROM cohort c LEFT JOIN (SELECT DISTINCT hadm_id, true AS has_labs FROM lab_agg) l USING (hadm_id)
                 LEFT JOIN notes n USING (hadm_id) ORDER BY c.row""",
-            "labs": "SELECT * EXCLUDE (row) FROM labs ORDER BY row",
             "lab_tests": "SELECT * EXCLUDE (rank) FROM lab_tests ORDER BY rank",
             "lab_text": "SELECT hadm_id, text, n_abnormal FROM lab_text ORDER BY row",
             "notes": f"SELECT hadm_id, {sections}, n_notes FROM notes ORDER BY row",
             "labels": f"SELECT c.hadm_id, {', '.join(d.name for d in diseases)} FROM cohort c JOIN labels USING (hadm_id) ORDER BY c.row",
             "splits": "SELECT subject_id, hadm_id, split FROM splits ORDER BY row",
         }
-        rows = {}
+        pq.write_table(self.lab_table, out / "labs.parquet", compression="zstd")
+        rows = {"labs.parquet": self.lab_table.num_rows}
         for name, q in queries.items():
             path = out / f"{name}.parquet"
             self.con.execute(f"COPY ({q}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
