@@ -185,3 +185,26 @@ def test_lab_rows_without_admission_id_attach_to_latest_covering_admission(mimic
     assert by_adm[999001]["lab_50912__last"] == 111 and by_adm[999001]["lab_50912__count"] == 1
     assert by_adm[142345]["lab_50912__max"] == 222
     assert 333 not in [r["lab_50912__max"] for r in labs]
+
+
+def test_last_value_is_the_latest_and_the_largest_among_simultaneous_results(mimic3_demo, tmp_path):
+    """Creatinine (50912) of admission 142345: two results at its latest time; ``last`` is the larger one,
+    whatever their order in the file, and an earlier larger value does not count."""
+    import pyarrow.parquet as pq
+
+    header, rows = load(mimic3_demo, "LABEVENTS")
+    stay = sorted(r[4] for r in rows if r[1] == "10006" and r[3] == "50912" and "2164-10-23" <= r[4] <= "2164-11-01 17:15")
+    late = "2164-11-01 17:14:00"  # one minute before discharge: after every real creatinine of the stay
+    assert stay and stay[-1] < late
+    extra = [["1", "10006", "142345", "50912", late, v, v, "mg/dL", ""] for v in ("1.25", "1.75", "1.5")]
+    extra.append(["1", "10006", "142345", "50912", stay[0], "9.0", "9.0", "mg/dL", ""])
+    for order in (extra, extra[::-1]):
+        raw = copy_demo(mimic3_demo, tmp_path / f"raw{len(order)}{order[0][5]}")
+        (raw / "LABEVENTS.csv.gz").unlink()
+        write_csv(raw / "LABEVENTS", header, [*order, *rows], gz=True)
+        out = tmp_path / f"out{order[0][5]}"
+        result = run_prepare(raw, out)
+        assert result.exit_code == 0, result.output
+        labs = {r["hadm_id"]: r for r in pq.read_table(out / "labs.parquet").to_pylist()}
+        assert labs[142345]["lab_50912__last"] == 1.75
+        assert labs[142345]["lab_50912__max"] == 9.0
