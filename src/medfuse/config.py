@@ -88,6 +88,7 @@ class NotesConfig(_Section):
     batch_size: int = Field(0, ge=0)
     normalize: bool = True
     unit: Literal["lines", "text"] = "lines"
+    line_clusters: int = Field(64, ge=0)
     template: str = (
         "Chief complaint: {chief_complaint}\n"
         "History of present illness: {present_illness}\n"

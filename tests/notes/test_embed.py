@@ -162,28 +162,50 @@ def test_embed_cohort_writes_all_admissions(cohort_dir, tiny_bert, tmp_path):
     np.testing.assert_array_equal(load_note_embeddings(tmp_path / "run2")[1], x)
 
 
-def test_embed_cohort_lines_max_pools_each_field(cohort_dir, tiny_bert, tmp_path):
-    """unit = "lines": one block per template field, each the element-wise max of its lines' vectors."""
+def test_embed_cohort_lines_max_pools_and_counts_line_clusters(cohort_dir, tiny_bert, tmp_path):
+    """unit = "lines": per template field a max-pool block and a log-count block over line clusters."""
     from medfuse.config import NotesConfig
+    from medfuse.notes.lines import CODEBOOK_FILE
     from medfuse.notes.text import FIELDS, build_texts, segments
 
-    cfg = NotesConfig(model=str(tiny_bert), cache_dir=str(tmp_path / "cache"), dtype="float32")
+    cfg = NotesConfig(model=str(tiny_bert), cache_dir=str(tmp_path / "cache"), dtype="float32", line_clusters=4)
     assert cfg.unit == "lines"
     summary = embed_cohort(cohort_dir, tmp_path / "run", cfg)
     hadm, x, missing = load_note_embeddings(tmp_path / "run")
-    assert x.shape == (60, 5 * 32) and summary["fields"] == list(FIELDS) and summary["dim"] == 160
+    assert x.shape == (60, 5 * (32 + 4)) and summary["fields"] == list(FIELDS) and summary["dim"] == 180
     assert missing.tolist() == [i == 2 for i in range(60)] and not x[2].any()
     assert summary["unique_lines"] < summary["lines"]  # repeated list items are embedded once
+    assert (tmp_path / "run" / CODEBOOK_FILE).is_file()
 
     nt = build_texts(cohort_dir)
     plain = NoteEmbedder(tiny_bert, cache_dir=False, dtype="float32")
+    maxes, bags = x[:, :160].reshape(60, 5, 32), np.expm1(x[:, 160:].reshape(60, 5, 4))
     for i in (0, 5, 17):
         for j, field in enumerate(FIELDS):
-            block = x[i, 32 * j:32 * (j + 1)]
             lines = segments(nt.values[i][field], field)
             if lines:
-                np.testing.assert_allclose(block, plain.embed(lines).max(0), atol=1e-5)
+                np.testing.assert_allclose(maxes[i, j], plain.embed(lines).max(0), atol=1e-5)
             else:
-                assert not block.any()
-    blocks = x[~missing].reshape(-1, 5, 32)
-    assert (np.abs(blocks).sum(2) > 0).any(0).all()  # every field is present somewhere
+                assert not maxes[i, j].any()
+            assert round(bags[i, j].sum()) == len(lines)  # every line lands in exactly one cluster
+    assert (np.abs(maxes[~missing]).sum(2) > 0).any(0).all()  # every field is present somewhere
+
+    from medfuse.notes.lines import LineEncoder  # the saved codebook encodes a new admission the same way
+
+    again = LineEncoder(plain, list(FIELDS), clusters=4).load(tmp_path / "run")
+    np.testing.assert_allclose(again.transform([nt.values[i] for i in (0, 5, 17)]), x[[0, 5, 17]], atol=1e-5)
+
+
+def test_line_codebook_is_fitted_on_the_fit_rows_only(tiny_bert):
+    """Training admissions hold 3 distinct past histories, the others 8 more: the codebook has 3 centroids
+    and the others' lines are still counted, each in its nearest training cluster."""
+    from medfuse.notes.lines import LineEncoder
+
+    train = [{"past_history": f"- {d}"} for d in ("COPD", "atrial fibrillation", "diabetes")] * 2
+    other = [{"past_history": f"- {d}\n- gout"} for d in ("CKD", "anemia", "CHF", "HTN", "CAD", "AKI", "HLD", "PE")]
+    enc = LineEncoder(NoteEmbedder(tiny_bert, cache_dir=False, dtype="float32"), ["past_history"], clusters=5)
+    x = enc.fit_transform(train + other, np.array([True] * 6 + [False] * 8))
+    assert enc.centroids["past_history"].shape == (3, 32) and x.shape == (14, 32 + 5)
+    counts = np.expm1(x[:, 32:])
+    assert counts[:, 3:].sum() == 0 and np.allclose(counts.sum(1), [1] * 6 + [2] * 8)
+    np.testing.assert_allclose(enc.transform(other), x[6:], atol=1e-6)

@@ -5,11 +5,11 @@
 nothing was embedded) and ``embedding`` (fixed-size list of float32; all zeros where ``missing``).
 ``RUN/embed_config.json`` records the model, its identity hash, pooling, windowing, template, unit and counts.
 
-With ``unit = "lines"`` (the default) every line or sentence of every field the template names is
-embedded on its own (:func:`medfuse.notes.text.segments`), the line vectors of a field are max-pooled
-and the admission's vector is the field vectors side by side (``len(fields) * hidden`` wide; zeros for
-an absent field). With ``unit = "text"`` the templated text is embedded whole (``hidden`` wide); an
-adapter from ``finetune-notes`` always embeds whole texts, the unit it was trained on.
+With ``unit = "lines"`` (the default) every line of every field the template names is embedded on its
+own and pooled per field (:mod:`medfuse.notes.lines`: max-pool plus a bag of line clusters whose
+codebook, fitted on the training split, is saved as ``RUN/line_codebook.safetensors``). With
+``unit = "text"`` the templated text is embedded whole (``hidden`` wide); an adapter from
+``finetune-notes`` always embeds whole texts, the unit it was trained on.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from medfuse.data.cohort import Cohort
 from medfuse.notes.embed import NoteEmbedder
-from medfuse.notes.text import DEFAULT_TEMPLATE, NoteTexts, build_texts, segments, template_fields
+from medfuse.notes.lines import LineEncoder
+from medfuse.notes.text import DEFAULT_TEMPLATE, build_texts, template_fields
 from medfuse.progress import ProgressFn, no_progress
 
 EMBEDDINGS_FILE = "note_embeddings.parquet"
@@ -90,52 +91,6 @@ def load_note_embeddings(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, n
             t.column("missing").to_numpy(zero_copy_only=False).astype(bool))
 
 
-def embed_lines(embedder: NoteEmbedder, values: list[dict[str, str | None]], fields: list[str],
-                progress: ProgressFn | None = None) -> np.ndarray:
-    """``[N, len(fields) * dim]``: per admission and field, the element-wise max of its line vectors.
-
-    Identical lines (list items, drug lines, stock phrases) are embedded once.
-    """
-    pieces, owner = [], []
-    for i, v in enumerate(values):
-        for j, f in enumerate(fields):
-            for piece in segments(v.get(f), f):
-                pieces.append(piece)
-                owner.append(i * len(fields) + j)
-    d = embedder.dim
-    out = np.zeros((len(values) * len(fields), d), dtype=np.float32)
-    if pieces:
-        unique = list(dict.fromkeys(pieces))
-        index = {p: k for k, p in enumerate(unique)}
-        vecs = embedder.embed(unique, progress=progress)[[index[p] for p in pieces]]
-        owner_arr = np.asarray(owner)
-        pooled = np.full_like(out, -np.inf)
-        np.maximum.at(pooled, owner_arr, vecs)
-        seen = np.zeros(len(out), dtype=bool)
-        seen[owner_arr] = True
-        out[seen] = pooled[seen]
-        embedder.last_stats.update(lines=len(pieces), unique_lines=len(unique))
-    return out.reshape(len(values), len(fields) * d)
-
-
-def embed_texts(embedder: NoteEmbedder, nt: NoteTexts, unit: str, template: str,
-                progress: ProgressFn | None = None) -> np.ndarray:
-    """Vectors of every admission of ``nt`` (zeros where it has no text) for ``unit`` ``lines`` or ``text``."""
-    rows = np.flatnonzero(nt.has_text)
-    if unit == "lines":
-        fields = template_fields(template)
-        vectors = np.zeros((len(nt), len(fields) * embedder.dim), dtype=np.float32)
-        if len(rows):
-            vectors[rows] = embed_lines(embedder, [nt.values[i] for i in rows], fields, progress)
-        return vectors
-    if unit != "text":
-        raise ValueError(f"unknown note unit {unit!r}; expected lines or text")
-    vectors = np.zeros((len(nt), embedder.dim), dtype=np.float32)
-    if len(rows):
-        vectors[rows] = embedder.embed([nt.texts[i] for i in rows], progress=progress)
-    return vectors
-
-
 def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, *, model: str | Path | None = None,
                  adapter: str | Path | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Embed every admission of every split of a cohort into ``out``; returns a summary."""
@@ -148,8 +103,22 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
     embedder = embedder_from_config(cfg, model=model, adapter=adapter)
     # a fine-tuned adapter learnt on whole texts (finetune-notes), so it embeds whole texts
     unit = "text" if adapter else (getattr(cfg, "unit", None) or "lines")
+    if unit not in ("lines", "text"):
+        raise ValueError(f"unknown note unit {unit!r}; expected lines or text")
+    clusters = int(getattr(cfg, "line_clusters", 0) or 0)
+    rows = np.flatnonzero(nt.has_text)
     t1 = time.perf_counter()
-    vectors = embed_texts(embedder, nt, unit, template, progress)
+    if unit == "lines":
+        lines = LineEncoder(embedder, template_fields(template), clusters, seed=int(getattr(cfg, "seed", 0)))
+        vectors = np.zeros((len(nt), lines.dim), dtype=np.float32)
+        if len(rows):
+            vectors[rows] = lines.fit_transform([nt.values[i] for i in rows], nt.split[rows] == "train", progress)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        lines.save(out)
+    else:
+        vectors = np.zeros((len(nt), embedder.dim), dtype=np.float32)
+        if len(rows):
+            vectors[rows] = embedder.embed([nt.texts[i] for i in rows], progress=progress)
     embed_s = time.perf_counter() - t1
     stats = dict(embedder.last_stats)
     settings = embedder.settings()
@@ -165,6 +134,7 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
         "template": template,
         "unit": unit,
         "fields": template_fields(template) if unit == "lines" else None,
+        "line_clusters": clusters if unit == "lines" else None,
         "dim": int(vectors.shape[1]),
         "admissions": len(nt),
         "embedded": int(nt.has_text.sum()),
@@ -173,8 +143,8 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
         "cached": int(stats.get("cached", 0)),
         "computed": int(stats.get("computed", 0)),
         "windows": int(stats.get("windows", 0)),
-        "lines": int(stats.get("lines", 0)),
-        "unique_lines": int(stats.get("unique_lines", 0)),
+        **({"lines": lines.stats.get("lines", 0), "unique_lines": lines.stats.get("unique_lines", 0)}
+           if unit == "lines" else {}),
         "long_texts": int(stats.get("long_texts", 0)),
         "embed_seconds": round(embed_s, 3),
     }
