@@ -115,8 +115,9 @@ def embed_notes(
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     print_mapping(f"note embeddings in {out}", {
-        k: summary[k] for k in ("model", "pooling", "max_length", "dim", "admissions", "embedded", "missing",
-                                "cached", "computed", "long_texts", "embed_seconds")})
+        k: summary[k] for k in ("model", "unit", "pooling", "max_length", "dim", "admissions", "embedded", "missing",
+                                "cached", "computed", "lines", "unique_lines", "long_texts", "embed_seconds")
+        if k in summary})
 
 
 @app.command("finetune-notes")
