@@ -117,3 +117,15 @@ def test_finetune_llama_and_cli(cohort_dir, tiny_llama, tmp_path):
     res = runner.invoke(app, ["embed-notes", str(cohort_dir), "--adapter", str(tmp_path / "ft"), "--out",
                               str(tmp_path / "emb2"), "--config", str(cfg_file)])
     assert res.exit_code == 0 and json.loads((tmp_path / "emb2" / "embed_config.json").read_text())["computed"] == 0
+
+
+def test_cpu_autocast_setting(tiny_bert):
+    """auto: bfloat16 autocast only for a float32 model on a CPU with native bfloat16; on/off force it."""
+    from medfuse.notes.backbone import cpu_native_bf16
+    from medfuse.notes.finetune import wants_cpu_autocast
+
+    fp32 = load_backbone(tiny_bert, "cpu", "float32", training=True)
+    bf16 = load_backbone(tiny_bert, "cpu", "bfloat16")
+    assert wants_cpu_autocast(fp32, "auto") == cpu_native_bf16()
+    assert not wants_cpu_autocast(bf16, "auto")  # already bfloat16: nothing to autocast
+    assert wants_cpu_autocast(fp32, "on") and not wants_cpu_autocast(fp32, "off")

@@ -10,7 +10,7 @@ epoch; training stops after ``patience`` epochs without improvement and the best
 
 On a GPU the model runs in bfloat16 with gradient checkpointing (so 7-8B models fit). On CPU the weights
 stay float32 and, when the CPU has native bfloat16 instructions (AVX512-BF16/AMX), the forward passes run
-under bfloat16 autocast: 2.5x faster on 2 cores (benchmarks/results/notes.md), float32 otherwise.
+under bfloat16 autocast: 2.5x faster on 2 cores (docs/notes.md), float32 otherwise.
 The run folder holds only ``adapter/`` (peft, ``adapter_model.safetensors``), ``head.safetensors`` and
 ``finetune_config.json`` (base model, its identity hash, pooling, windowing, labels, history).
 """

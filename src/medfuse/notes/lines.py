@@ -38,14 +38,14 @@ class LineEncoder:
         self.embedder, self.fields = embedder, list(fields)
         self.clusters, self.seed = int(clusters), int(seed)
         self.centroids: dict[str, np.ndarray] = {}
-        self.stats: dict[str, int] = {}
+        self.stats = {"lines": 0, "unique_lines": 0}
 
     @property
     def dim(self) -> int:
         return len(self.fields) * (self.embedder.dim + self.clusters)
 
-    def _line_vectors(self, values: list[dict[str, str | None]], progress: ProgressFn | None):
-        """``(vectors [lines, d], admission of each line, field index of each line)``."""
+    def _lines(self, values: list[dict[str, str | None]], progress: ProgressFn | None):
+        """``(distinct line vectors [U, d], and per line: its distinct-line id, admission, field index)``."""
         pieces, owner, field = [], [], []
         for i, v in enumerate(values):
             for j, f in enumerate(self.fields):
@@ -53,28 +53,31 @@ class LineEncoder:
                     pieces.append(piece)
                     owner.append(i)
                     field.append(j)
-        if not pieces:
-            return np.zeros((0, self.embedder.dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        unique = list(dict.fromkeys(pieces))
-        index = {p: k for k, p in enumerate(unique)}
-        vectors = self.embedder.embed(unique, progress=progress)[[index[p] for p in pieces]]
-        self.stats = {"lines": len(pieces), "unique_lines": len(unique)}
-        return vectors, np.asarray(owner), np.asarray(field)
+        index: dict[str, int] = {}
+        line_id = np.array([index.setdefault(p, len(index)) for p in pieces], dtype=np.int64)
+        unique = np.zeros((0, self.embedder.dim), np.float32)
+        if index:
+            unique = self.embedder.embed(list(index), progress=progress)
+        self.stats = {"lines": len(pieces), "unique_lines": len(index)}
+        return unique, line_id, np.asarray(owner, dtype=np.int64), np.asarray(field, dtype=np.int64)
 
-    def _fit_codebook(self, vectors: np.ndarray, field: np.ndarray) -> None:
+    def _fit_codebook(self, unique: np.ndarray, line_id: np.ndarray, field: np.ndarray) -> None:
+        """Per field, k-means over its distinct line vectors, each weighted by how often it occurs (lines
+        that differ only in what the tokenizer drops, such as case, share one vector)."""
         from sklearn.cluster import KMeans
 
         self.centroids = {}
         for j, f in enumerate(self.fields):
-            lines = vectors[field == j]
-            if not len(lines):
+            ids, counts = np.unique(line_id[field == j], return_counts=True)
+            if not len(ids):
                 continue
-            distinct, counts = np.unique(lines, axis=0, return_counts=True)
-            k = min(self.clusters, len(distinct))
-            km = KMeans(n_clusters=k, n_init=2, random_state=self.seed).fit(distinct, sample_weight=counts)
-            self.centroids[f] = km.cluster_centers_.astype(np.float32)
+            distinct, which = np.unique(unique[ids], axis=0, return_inverse=True)
+            weight = np.bincount(which.ravel(), weights=counts)
+            km = KMeans(n_clusters=min(self.clusters, len(distinct)), n_init=2, random_state=self.seed)
+            self.centroids[f] = km.fit(distinct, sample_weight=weight).cluster_centers_.astype(np.float32)
 
-    def _encode(self, vectors: np.ndarray, owner: np.ndarray, field: np.ndarray, n: int) -> np.ndarray:
+    def _encode(self, unique: np.ndarray, line_id: np.ndarray, owner: np.ndarray, field: np.ndarray,
+                n: int) -> np.ndarray:
         d, k = self.embedder.dim, self.clusters
         maxes = np.zeros((n, len(self.fields), d), np.float32)
         bags = np.zeros((n, len(self.fields), k), np.float32)
@@ -83,27 +86,26 @@ class LineEncoder:
             if not sel.any():
                 continue
             pooled = np.full((n, d), -np.inf, np.float32)
-            np.maximum.at(pooled, owner[sel], vectors[sel])
+            np.maximum.at(pooled, owner[sel], unique[line_id[sel]])
             maxes[:, j] = np.where(np.isfinite(pooled), pooled, 0.0)
             c = self.centroids.get(f)
             if k and c is not None:  # nearest centroid: argmin |v - c|^2 = argmax v.c - |c|^2 / 2
-                nearest = np.argmax(vectors[sel] @ c.T - 0.5 * (c * c).sum(1), axis=1)
-                np.add.at(bags[:, j], (owner[sel], nearest), 1.0)
+                nearest = np.argmax(unique @ c.T - 0.5 * (c * c).sum(1), axis=1)
+                np.add.at(bags[:, j], (owner[sel], nearest[line_id[sel]]), 1.0)
         return np.concatenate([maxes.reshape(n, -1), np.log1p(bags).reshape(n, -1)], axis=1)
 
     def fit_transform(self, values: list[dict[str, str | None]], fit: np.ndarray,
                       progress: ProgressFn | None = None) -> np.ndarray:
         """Encode ``values``, fitting the codebook on the admissions where ``fit`` is True."""
-        vectors, owner, field = self._line_vectors(values, progress)
+        unique, line_id, owner, field = self._lines(values, progress)
         if self.clusters:
-            keep = np.asarray(fit, dtype=bool)[owner] if len(owner) else np.zeros(0, bool)
-            self._fit_codebook(vectors[keep], field[keep])
-        return self._encode(vectors, owner, field, len(values))
+            keep = np.asarray(fit, dtype=bool)[owner]
+            self._fit_codebook(unique, line_id[keep], field[keep])
+        return self._encode(unique, line_id, owner, field, len(values))
 
     def transform(self, values: list[dict[str, str | None]], progress: ProgressFn | None = None) -> np.ndarray:
         """Encode ``values`` with the fitted (or loaded) codebook."""
-        vectors, owner, field = self._line_vectors(values, progress)
-        return self._encode(vectors, owner, field, len(values))
+        return self._encode(*self._lines(values, progress), len(values))
 
     def save(self, run_dir: str | Path) -> Path:
         from safetensors.numpy import save_file

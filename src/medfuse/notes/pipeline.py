@@ -94,22 +94,23 @@ def load_note_embeddings(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, n
 def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, *, model: str | Path | None = None,
                  adapter: str | Path | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Embed every admission of every split of a cohort into ``out``; returns a summary."""
+    from medfuse.config import NotesConfig
+
+    cfg = cfg or NotesConfig()
     progress = progress or no_progress
     t0 = time.perf_counter()
     cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
-    template = getattr(cfg, "template", None) or DEFAULT_TEMPLATE
+    template = cfg.template or DEFAULT_TEMPLATE
     nt = build_texts(cohort, template)
     progress("read notes", 1.0)
     embedder = embedder_from_config(cfg, model=model, adapter=adapter)
     # a fine-tuned adapter learnt on whole texts (finetune-notes), so it embeds whole texts
-    unit = "text" if adapter else (getattr(cfg, "unit", None) or "lines")
-    if unit not in ("lines", "text"):
-        raise ValueError(f"unknown note unit {unit!r}; expected lines or text")
-    clusters = int(getattr(cfg, "line_clusters", 0) or 0)
+    unit = "text" if adapter else cfg.unit
+    clusters = cfg.line_clusters
     rows = np.flatnonzero(nt.has_text)
     t1 = time.perf_counter()
     if unit == "lines":
-        lines = LineEncoder(embedder, template_fields(template), clusters, seed=int(getattr(cfg, "seed", 0)))
+        lines = LineEncoder(embedder, template_fields(template), clusters, seed=cfg.seed)
         vectors = np.zeros((len(nt), lines.dim), dtype=np.float32)
         if len(rows):
             vectors[rows] = lines.fit_transform([nt.values[i] for i in rows], nt.split[rows] == "train", progress)
@@ -143,8 +144,7 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
         "cached": int(stats.get("cached", 0)),
         "computed": int(stats.get("computed", 0)),
         "windows": int(stats.get("windows", 0)),
-        **({"lines": lines.stats.get("lines", 0), "unique_lines": lines.stats.get("unique_lines", 0)}
-           if unit == "lines" else {}),
+        **(lines.stats if unit == "lines" else {}),
         "long_texts": int(stats.get("long_texts", 0)),
         "embed_seconds": round(embed_s, 3),
     }
