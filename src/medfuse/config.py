@@ -121,6 +121,7 @@ class TrainConfig(_Section):
 
     kind: Literal["medfuse", "concat", "tfn", "notes_only", "labs_only"] = "medfuse"
     labs_encoder: Literal["frozen", "finetune", "scratch"] = "frozen"
+    lab_values: bool = True
     labs_run: str = ""
     notes_run: str = ""
     d: int = Field(32, ge=2)

@@ -171,7 +171,7 @@ def test_embed_cohort_lines_max_pools_and_counts_line_clusters(cohort_dir, tiny_
     cfg = NotesConfig(model=str(tiny_bert), cache_dir=str(tmp_path / "cache"), dtype="float32", line_clusters=4)
     assert cfg.unit == "lines"
     summary = embed_cohort(cohort_dir, tmp_path / "run", cfg)
-    hadm, x, missing = load_note_embeddings(tmp_path / "run")
+    _, x, missing = load_note_embeddings(tmp_path / "run")
     assert x.shape == (60, 5 * (32 + 4)) and summary["fields"] == list(FIELDS) and summary["dim"] == 180
     assert missing.tolist() == [i == 2 for i in range(60)] and not x[2].any()
     assert summary["unique_lines"] < summary["lines"]  # repeated list items are embedded once

@@ -23,9 +23,11 @@ def make_data(n: int = 400, seed: int = 0) -> FusionData:
                   (note[:, 1] * lab_x[:, 1] * observed[:, 1]) > 0], axis=1).astype(np.float32)
     split = np.array(["train"] * int(n * 0.7) + ["val"] * int(n * 0.1) + ["test"] * (n - int(n * 0.7) - int(n * 0.1)))
     note_missing = rng.random(n) < 0.1
+    values = np.concatenate([np.repeat((lab_x * observed)[:, :, None], 4, axis=2), observed[:, :, None]], axis=2)
     return FusionData(hadm_ids=np.arange(n), subject_ids=np.arange(n) // 2, split=split, y=y,
                       label_names=["a", "b", "c"], note=note, note_missing=note_missing, lab_x=lab_x * observed,
-                      lab_observed=observed, lab_tokens=tokens, lab_pooled=pooled)
+                      lab_observed=observed, lab_tokens=tokens, lab_pooled=pooled,
+                      lab_values=values.astype(np.float32))
 
 
 def config(**kw) -> TrainConfig:
@@ -45,6 +47,26 @@ def test_training_learns_and_keeps_the_best_epoch(tmp_path):
     assert score == pytest.approx(summary["best_val_macro_auprc"], abs=1e-6)
     assert score == pytest.approx(max(h["val_macro_auprc"] for h in history), abs=1e-6)
     assert score > data.y[val].mean() + 0.2  # far above the prevalence a random model scores
+
+
+@pytest.mark.parametrize("kind", ["medfuse", "concat"])
+def test_lab_value_channels_reach_the_model(tmp_path, kind):
+    """Label from a test's within-admission range (max - min), which the encoder tokens do not carry:
+    learnable only through the value skip (``lab_values``)."""
+    data = make_data()
+    rng = np.random.default_rng(1)
+    spread = rng.exponential(size=len(data.y)).astype(np.float32)
+    data.lab_values[:, 0, 2], data.lab_values[:, 0, 3] = -spread / 2, spread / 2  # min, max of test 0
+    data.lab_values[:, 0, 4] = 1.0
+    data.lab_observed[:, 0] = True
+    data.y[:, 1] = (spread > np.median(spread)).astype(np.float32)
+    val = data.rows("val")
+    scores = {}
+    for skip in (True, False):
+        fit(data, tmp_path / str(skip), config(kind=kind, epochs=15, lab_values=skip))
+        net = load_net(tmp_path / str(skip), data)
+        scores[skip] = macro_auprc(data.y[val][:, 1:2], predict(net, data, val, torch.device("cpu"))[:, 1:2])
+    assert scores[True] > 0.85 and scores[False] < 0.75, scores
 
 
 def test_resume_after_a_kill_reaches_the_same_weights(tmp_path):

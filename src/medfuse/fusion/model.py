@@ -228,9 +228,11 @@ class FusionBase(nn.Module):
 class MEDFuse(FusionBase):
     has_estimator = True
 
-    def __init__(self, cfg: FusionConfig, d_note: int, d_lab: int, n_lab_tokens: int, n_labels: int):
+    def __init__(self, cfg: FusionConfig, d_note: int, d_lab: int, n_lab_tokens: int, n_labels: int,
+                 d_lab_pooled: int | None = None):
         super().__init__(cfg)
         d, k = cfg.d, cfg.note_tokens
+        d_pool = d_lab_pooled or d_lab
         self.note_in = VectorEncoder(d_note, k * d)
         self.note_pos = nn.Parameter(0.02 * torch.randn(k, d))
         self.lab_ln, self.lab_proj = nn.LayerNorm(d_lab), nn.Linear(d_lab, d)
@@ -241,7 +243,7 @@ class MEDFuse(FusionBase):
         self.ln_a, self.ln_b, self.ln_c = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         if cfg.use_kronecker:
             self.a_vec = VectorEncoder(d_note, d, norm_out=True)
-            self.b_vec = VectorEncoder(d_lab, d, norm_out=True)
+            self.b_vec = VectorEncoder(d_pool, d, norm_out=True)
             self.kron_proj = nn.Linear(d + 1, d)
         else:
             self.pool_proj = nn.Linear(2 * d, d)
@@ -250,8 +252,8 @@ class MEDFuse(FusionBase):
             Block(d, cfg.heads, cfg.dropout, cross=True) for _ in range(cfg.layers)
         )
         # skip connections: the LayerNormed inputs themselves also reach the dense block
-        self.note_skip, self.lab_skip = VectorEncoder(d_note), VectorEncoder(d_lab)
-        self.head = DenseHead(3 * d + d_note + d_lab, cfg.dense_hidden, cfg.dense_layers, n_labels, cfg.dropout)
+        self.note_skip, self.lab_skip = VectorEncoder(d_note), VectorEncoder(d_pool)
+        self.head = DenseHead(3 * d + d_note + d_pool, cfg.dense_hidden, cfg.dense_layers, n_labels, cfg.dropout)
         self.club = CLUBEstimator(2 * d, d, cfg.mi_hidden, cfg.mi_logvar_bound)
 
     def forward(
@@ -355,8 +357,12 @@ class VectorFusion(FusionBase):
         return ModelOutput(self.head(x), a, b, None)
 
 
-def build_model(cfg: FusionConfig, d_note: int, d_lab: int, n_lab_tokens: int, n_labels: int) -> FusionBase:
-    """The fusion model or baseline named by ``cfg.kind`` (all share one forward signature)."""
+def build_model(cfg: FusionConfig, d_note: int, d_lab: int, n_lab_tokens: int, n_labels: int,
+                d_lab_pooled: int | None = None) -> FusionBase:
+    """The fusion model or baseline named by ``cfg.kind`` (all share one forward signature).
+
+    ``d_lab`` is the width of a lab token, ``d_lab_pooled`` that of the pooled lab vector (default ``d_lab``).
+    """
     if cfg.kind == "medfuse":
-        return MEDFuse(cfg, d_note, d_lab, n_lab_tokens, n_labels)
-    return VectorFusion(cfg, d_note, d_lab, n_labels)
+        return MEDFuse(cfg, d_note, d_lab, n_lab_tokens, n_labels, d_lab_pooled)
+    return VectorFusion(cfg, d_note, d_lab_pooled or d_lab, n_labels)

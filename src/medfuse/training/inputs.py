@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfuse.data.cohort import Cohort
+from medfuse.data.cohort import LAB_AGGREGATES, Cohort
 
 
 @dataclass
@@ -18,6 +18,9 @@ class FusionData:
     ``lab_x`` holds normalised lab values (0 where not observed) and ``lab_observed`` the mask, for an
     encoder trained with the fusion model; ``lab_tokens`` / ``lab_pooled`` are the frozen pretrained
     MLTM encoder's output on them, computed once and shared by every model of a comparison.
+    ``lab_values`` [N, T, 5] holds, per test of the MLTM vocabulary, its normalised ``last``, ``mean``,
+    ``min`` and ``max`` (0 where not measured) and a measured flag: the skip around the encoder
+    (``train.lab_values``).
     """
 
     hadm_ids: np.ndarray
@@ -31,6 +34,7 @@ class FusionData:
     lab_observed: np.ndarray
     lab_tokens: np.ndarray
     lab_pooled: np.ndarray
+    lab_values: np.ndarray
 
     @property
     def lab_missing(self) -> np.ndarray:
@@ -48,8 +52,20 @@ class FusionData:
             "lab_observed": torch.from_numpy(self.lab_observed[rows]).to(device),
             "lab_tokens": torch.from_numpy(self.lab_tokens[rows]).to(device),
             "lab_pooled": torch.from_numpy(self.lab_pooled[rows]).to(device),
+            "lab_values": torch.from_numpy(self.lab_values[rows]).to(device),
             "lab_missing": torch.from_numpy(self.lab_missing[rows]).to(device),
         }
+
+
+def lab_value_channels(cohort: Cohort, keys: list[str]) -> np.ndarray:
+    """``[N, len(keys), 5]`` float32: each test's normalised last, mean, min, max (0 where not measured)
+    and a measured flag; tests of ``keys`` that the cohort lacks are all zeros (never measured)."""
+    position = {k: i for i, k in enumerate(cohort.lab_keys)}
+    take = [position.get(k, -1) for k in keys]
+    z = np.stack([cohort.lab_values(None, a) for a in LAB_AGGREGATES], axis=-1)  # [N, T_cohort, 4]
+    z = np.concatenate([z, np.full_like(z[:, :1], np.nan)], axis=1)[:, take]  # index -1: an all-NaN column
+    measured = ~np.isnan(z[..., :1])
+    return np.concatenate([np.nan_to_num(z, nan=0.0), measured], axis=-1).astype(np.float32)
 
 
 def load_fusion_data(cohort: str | Path | Cohort, labs_run: str | Path, notes_run: str | Path,
@@ -95,4 +111,5 @@ def load_fusion_data(cohort: str | Path | Cohort, labs_run: str | Path, notes_ru
         lab_observed=observed,
         lab_tokens=np.asarray(tokens, dtype=np.float32),
         lab_pooled=np.asarray(pooled, dtype=np.float32),
+        lab_values=lab_value_channels(cohort, embedder.keys),
     )

@@ -33,18 +33,27 @@ MODEL_CONFIG_FILE = "model_config.json"
 
 
 class FusionNet(nn.Module):
-    """A fusion model over FusionData batches; with ``lab_encoder`` the MLTM encoder trains too."""
+    """A fusion model over FusionData batches; with ``lab_encoder`` the MLTM encoder trains too.
 
-    def __init__(self, fusion: nn.Module, lab_encoder: nn.Module | None = None):
+    With ``lab_values`` every lab token also carries its test's value channels (``FusionData.lab_values``)
+    and the pooled lab vector all of them, flattened: a skip connection around the MLTM encoder.
+    """
+
+    def __init__(self, fusion: nn.Module, lab_encoder: nn.Module | None = None, lab_values: bool = False):
         super().__init__()
         self.fusion = fusion
         self.lab_encoder = lab_encoder
+        self.lab_values = lab_values
 
     def forward(self, batch: dict[str, torch.Tensor]):
         if self.lab_encoder is not None:
             pooled, tokens = self.lab_encoder.embed(batch["lab_x"], batch["lab_observed"])
         else:
             pooled, tokens = batch["lab_pooled"], batch["lab_tokens"]
+        if self.lab_values:
+            values = batch["lab_values"]  # [N, T, V]; tokens are aggregate-major: A blocks of T tests
+            tokens = torch.cat([tokens, values.repeat(1, tokens.shape[1] // values.shape[1], 1)], -1)
+            pooled = torch.cat([pooled, values.flatten(1)], -1)
         return self.fusion(batch["note"], batch["note_missing"], tokens, pooled, batch["lab_missing"],
                            batch["lab_observed"])
 
@@ -69,9 +78,11 @@ def build_net(cfg: TrainConfig, data: FusionData, lab_encoder: nn.Module | None 
     from medfuse.fusion import build_model
 
     torch.manual_seed(cfg.seed)
-    fusion = build_model(fusion_config(cfg), d_note=data.note.shape[1], d_lab=data.lab_tokens.shape[2],
-                         n_lab_tokens=data.lab_tokens.shape[1], n_labels=data.y.shape[1])
-    return FusionNet(fusion, lab_encoder)
+    _, t, v = data.lab_values.shape if cfg.lab_values else (0, 0, 0)
+    fusion = build_model(fusion_config(cfg), d_note=data.note.shape[1], d_lab=data.lab_tokens.shape[2] + v,
+                         n_lab_tokens=data.lab_tokens.shape[1], n_labels=data.y.shape[1],
+                         d_lab_pooled=data.lab_pooled.shape[1] + t * v)
+    return FusionNet(fusion, lab_encoder, cfg.lab_values)
 
 
 @torch.inference_mode()
