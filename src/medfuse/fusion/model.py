@@ -228,11 +228,9 @@ class FusionBase(nn.Module):
 class MEDFuse(FusionBase):
     has_estimator = True
 
-    def __init__(self, cfg: FusionConfig, d_note: int, d_lab: int, n_lab_tokens: int, n_labels: int,
-                 d_lab_pooled: int | None = None):
+    def __init__(self, cfg: FusionConfig, d_note: int, d_lab: int, d_pool: int, n_lab_tokens: int, n_labels: int):
         super().__init__(cfg)
         d, k = cfg.d, cfg.note_tokens
-        d_pool = d_lab_pooled or d_lab
         self.note_in = VectorEncoder(d_note, k * d)
         self.note_pos = nn.Parameter(0.02 * torch.randn(k, d))
         self.lab_ln, self.lab_proj = nn.LayerNorm(d_lab), nn.Linear(d_lab, d)
@@ -363,6 +361,7 @@ def build_model(cfg: FusionConfig, d_note: int, d_lab: int, n_lab_tokens: int, n
 
     ``d_lab`` is the width of a lab token, ``d_lab_pooled`` that of the pooled lab vector (default ``d_lab``).
     """
+    d_pool = d_lab_pooled or d_lab
     if cfg.kind == "medfuse":
-        return MEDFuse(cfg, d_note, d_lab, n_lab_tokens, n_labels, d_lab_pooled)
-    return VectorFusion(cfg, d_note, d_lab_pooled or d_lab, n_labels)
+        return MEDFuse(cfg, d_note, d_lab, d_pool, n_lab_tokens, n_labels)
+    return VectorFusion(cfg, d_note, d_pool, n_labels)

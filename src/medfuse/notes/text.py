@@ -55,6 +55,7 @@ class NoteTexts:
 
 
 # a sentence ends at . ! or ? before a capital, a digit or a "[**" de-identification tag; not after Mr./Dr./...
+_LIST_MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
 _SENTENCE_END = re.compile(r"\n|(?<!\bMr\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bMrs\.)(?<!\bSt\.)(?<=[.!?])\s+(?=[A-Z0-9\[])")
 
 
@@ -81,7 +82,7 @@ def segments(value: str | None, field_name: str) -> list[str]:
         pieces = _SENTENCE_END.split(value)
     out = []
     for p in pieces:
-        p = re.sub(r"^\s*(?:[-*\u2022]|\d+[.)])\s*", "", p).strip()
+        p = _LIST_MARKER.sub("", p).strip()
         if any(ch.isalnum() for ch in p):
             out.append(p)
     return out
