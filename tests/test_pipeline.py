@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medfuse.cli import app
+from medfuse.training.compare import slug
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,10 @@ n_resamples = 50
 [compare]
 seeds = [0, 1]
 n_resamples = 20
-models = ["LightGBM (labs)", "TF-IDF + logistic regression (notes)", "Concatenation + MLP", "MEDFuse w/o Kronecker term"]
+models = ["LightGBM (labs)", "TF-IDF + logistic regression (notes)", "Concatenation + MLP", "MEDFuse",
+          "MEDFuse w/o Kronecker term"]
+[compare.grid]
+dropout = [0.1, 0.3]
 """)
     return path
 
@@ -81,11 +85,25 @@ def test_train_evaluate_compare_report(cohort, config_file, tmp_path):
     invoke("compare", cohort, "--out", out, "--config", config_file, "--labs-run", run / "labs",
            "--notes-run", run / "notes")
     table = json.loads((out / "compare.json").read_text())
-    assert [m["name"] for m in table["models"]] == ["LightGBM (labs)", "TF-IDF + logistic regression (notes)",
-                                                    "Concatenation + MLP", "MEDFuse w/o Kronecker term"]
+    rows = {m["name"]: m for m in table["models"]}
+    assert list(rows) == ["LightGBM (labs)", "TF-IDF + logistic regression (notes)", "Concatenation + MLP",
+                          "MEDFuse", "MEDFuse w/o Kronecker term"]
     for m in table["models"]:
         assert len(m["runs"]) == 2 and 0 <= m["summary"]["macro_auprc"]["mean"] <= 1
-    assert "| LightGBM (labs) |" in (out / "compare.md").read_text()
+    # every neural row is tuned on validation with the first seed; the ablation reuses MEDFuse's choice
+    assert rows["LightGBM (labs)"]["tuning"] is None
+    for name in ("Concatenation + MLP", "MEDFuse"):
+        t = rows[name]["tuning"]
+        assert [x["settings"] for x in t["trials"]] == [{"dropout": 0.1}, {"dropout": 0.3}]
+        assert t["settings"] == max(t["trials"], key=lambda x: x["val_macro_auprc"])["settings"]
+        assert t["inherited_from"] is None
+        runs = sorted(p.name for p in (out / "models" / slug(name)).iterdir())
+        assert runs == ["seed1", "tune0", "tune1"]  # the chosen trial is seed 0's run
+    ablation = rows["MEDFuse w/o Kronecker term"]["tuning"]
+    assert ablation["inherited_from"] == "MEDFuse" and ablation["trials"] == []
+    assert ablation["settings"] == rows["MEDFuse"]["tuning"]["settings"]
+    md = (out / "compare.md").read_text()
+    assert "| LightGBM (labs) |" in md and "tuned on validation" in md and "(as MEDFuse) |" in md
 
     result = invoke("report", run, "--compare", out)
     page = (run / "report.html").read_text()

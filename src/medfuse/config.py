@@ -160,6 +160,19 @@ class CompareConfig(_Section):
     mi_weights: list[float] = [0.0, 0.01, 0.1, 0.5, 1.0]
     models: list[str] = []
     n_resamples: int = Field(1000, ge=0)
+    grid: dict[str, list[int | float]] = {"dropout": [0.1, 0.3], "modality_dropout": [0.15, 0.3]}
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys_are_train_settings(cls, grid: dict[str, list[int | float]]) -> dict[str, list[int | float]]:
+        for key, values in grid.items():
+            if key not in TrainConfig.model_fields or key in ("kind", "seed", "labs_run", "notes_run", "device"):
+                raise ValueError(f"compare.grid: {key!r} is not a tunable train setting")
+            if not values:
+                raise ValueError(f"compare.grid.{key}: give at least one value")
+            for v in values:
+                TrainConfig(**{key: v})  # each value must be valid for its train setting
+        return grid
 
 
 class MedfuseConfig(_Section):
@@ -176,11 +189,14 @@ class ConfigError(ValueError):
     """A configuration file that cannot be read or does not validate."""
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+WHOLE_TABLES = {("compare", "grid")}  # tables a user's file replaces whole instead of key by key
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and (*path, key) not in WHOLE_TABLES:
+            out[key] = _merge(out[key], value, (*path, key))
         else:
             out[key] = value
     return out

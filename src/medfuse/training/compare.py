@@ -1,14 +1,18 @@
 """Baselines, ablations and the lambda sweep on one split, several seeds, one table.
 
 Every neural model is trained by the same :func:`~medfuse.training.trainer.fit` with the same
-budget, schedule and early-stopping rule (validation macro-AUPRC); the classical ones choose their
-hyper-parameters on the same validation split. Thresholds are tuned on validation for every model,
-then frozen for test.
+budget, schedule and early-stopping rule (validation macro-AUPRC) and gets the same tuning: each
+combination of ``compare.grid`` is trained with the first seed and the best on validation macro-AUPRC
+is kept for every seed (MEDFuse's ablations and lambda sweep reuse MEDFuse's choice). The classical
+models choose their hyper-parameters on the same validation split. Thresholds are tuned on validation
+for every model, then frozen for test.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +23,8 @@ from medfuse.config import MedfuseConfig
 from medfuse.progress import ProgressFn, no_progress
 
 HEADLINE = ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")
+SINGLE_MODALITY = ("labs_only", "notes_only")
+INHERITS_MEDFUSE = ("ablation", "lambda sweep")  # groups that reuse MEDFuse's tuned settings
 
 
 @dataclass(frozen=True)
@@ -51,8 +57,23 @@ def variants(mi_weights: list[float]) -> list[Variant]:
     return rows
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+def tuning_grid(grid: dict[str, list], kind: str) -> list[dict]:
+    """Every combination of ``grid``'s values that can change a model of ``kind``, the first values first.
+
+    ``modality_dropout`` is left out for single-modality models, which ignore it.
+    """
+    keys = [k for k in grid if not (k == "modality_dropout" and kind in SINGLE_MODALITY)]
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def _inherits(v: Variant, chosen: list[Variant]) -> bool:
+    """Whether ``v`` reuses MEDFuse's tuned settings: an ablation or lambda row, with MEDFuse in the run."""
+    return v.group in INHERITS_MEDFUSE and any(c.name == "MEDFuse" for c in chosen)
+
+
+def slug(name: str) -> str:
+    """A row's folder name under ``models/``: ``"Concatenation + MLP"`` -> ``"concatenation-mlp"``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None) -> dict:
@@ -62,7 +83,7 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
     from medfuse.torch_utils import resolve_device
     from medfuse.training.classical import lightgbm_labs, tfidf_logreg
     from medfuse.training.metrics import compute_metrics, evaluate_predictions, tune_thresholds
-    from medfuse.training.trainer import fit, load_net, predict
+    from medfuse.training.trainer import fit, load_net, macro_auprc, predict
 
     progress = progress or no_progress
     out = Path(out)
@@ -71,26 +92,56 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
     val, test = data.rows("val"), data.rows("test")
     device = resolve_device(cfg.train.device)
     chosen = [v for v in variants(cfg.compare.mi_weights) if not cfg.compare.models or v.name in cfg.compare.models]
+    runs_of = {v.name: len(cfg.compare.seeds) + (0 if v.classical or _inherits(v, chosen) else
+                                                   len(tuning_grid(cfg.compare.grid, v.train["kind"])) - 1)
+               for v in chosen}
+    total, done = sum(runs_of.values()), 0
+    tuned: dict[str, dict] = {}  # variant name -> the settings chosen on validation
+
+    def neural(v: Variant, settings: dict, seed: int, run_dir: Path, label: str) -> np.ndarray:
+        """Train one neural row with ``settings`` and ``seed``; its val and test probabilities."""
+        nonlocal done
+        done += 1
+        stage = f"compare {done}/{total}"
+        progress(stage, 0.0, label)
+        tcfg = cfg.train.model_validate({**cfg.train.model_dump(), **settings, **v.train, "seed": seed})
+        encoder = lab_encoder(tcfg.labs_encoder, labs_run, seed)
+        fit(data, run_dir, tcfg, encoder, progress=lambda s, f, info="", stage=stage: progress(stage, f, info))
+        net = load_net(run_dir, data, lab_encoder(tcfg.labs_encoder, labs_run, seed)).to(device)
+        prob = np.zeros_like(data.y)
+        prob[val], prob[test] = predict(net, data, val, device), predict(net, data, test, device)
+        return prob
+
     results = []
-    total = len(chosen) * len(cfg.compare.seeds)
-    for i, v in enumerate(chosen):
-        runs = []
+    for v in chosen:
+        runs, tuning, first = [], None, None
+        if not v.classical:
+            trials, probs = [], []
+            if _inherits(v, chosen):
+                settings, inherited = tuned["MEDFuse"], "MEDFuse"
+            else:
+                inherited, grid = None, tuning_grid(cfg.compare.grid, v.train["kind"])
+                for i, trial in enumerate(grid):
+                    t0 = time.perf_counter()
+                    label = f"{v.name}, tuning {i + 1}/{len(grid)}: {settings_text(trial)}"
+                    probs.append(neural(v, trial, cfg.compare.seeds[0], out / "models" / slug(v.name) / f"tune{i}", label))
+                    trials.append({"settings": trial, "val_macro_auprc": macro_auprc(data.y[val], probs[-1][val]),
+                                   "seconds": round(time.perf_counter() - t0, 2)})
+                best = int(np.argmax([t["val_macro_auprc"] for t in trials]))  # ties: the earlier trial
+                settings, first = trials[best]["settings"], probs[best]
+            tuned[v.name] = settings
+            tuning = {"settings": settings, "inherited_from": inherited, "trials": trials}
         for k, seed in enumerate(cfg.compare.seeds):
             t0 = time.perf_counter()
-            stage = f"compare {i * len(cfg.compare.seeds) + k + 1}/{total}"
-            progress(stage, 0.0, f"{v.name}, seed {seed}")
             if v.classical == "lightgbm":
                 prob = lightgbm_labs(cohort, seed=seed)
             elif v.classical == "tfidf":
                 prob = tfidf_logreg(cohort, texts, seed=seed)
+            elif k == 0 and first is not None:
+                prob = first  # the chosen trial was trained with this seed already
+                t0 -= trials[best]["seconds"]
             else:
-                tcfg = cfg.train.model_copy(update={**v.train, "seed": seed})
-                run_dir = out / "models" / _slug(v.name) / f"seed{seed}"
-                encoder = lab_encoder(tcfg.labs_encoder, labs_run, seed)
-                fit(data, run_dir, tcfg, encoder, progress=lambda s, f, info="", stage=stage: progress(stage, f, info))
-                net = load_net(run_dir, data, lab_encoder(tcfg.labs_encoder, labs_run, seed)).to(device)
-                prob = np.zeros_like(data.y)
-                prob[val], prob[test] = predict(net, data, val, device), predict(net, data, test, device)
+                prob = neural(v, settings, seed, out / "models" / slug(v.name) / f"seed{seed}", f"{v.name}, seed {seed}")
             thresholds = tune_thresholds(data.y[val], prob[val])
             metrics = compute_metrics(data.y[test], prob[test], thresholds, data.label_names)
             runs.append({"seed": seed, "seconds": round(time.perf_counter() - t0, 2),
@@ -99,27 +150,44 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
                 boot = evaluate_predictions(data.y[test], prob[test], thresholds, groups=data.subject_ids[test],
                                             label_names=data.label_names, n_resamples=cfg.compare.n_resamples,
                                             seed=0)["at_tuned_thresholds"]["bootstrap"]
-            progress(stage, 1.0, f"{v.name}, seed {seed}: macro-F1 {runs[-1]['macro_f1']:.3f}")
+            if v.classical:
+                done += 1
+                progress(f"compare {done}/{total}", 1.0, f"{v.name}, seed {seed}: macro-F1 {runs[-1]['macro_f1']:.3f}")
         summary = {m: {"mean": float(np.mean([r[m] for r in runs])), "std": float(np.std([r[m] for r in runs]))}
                    for m in HEADLINE}
         results.append({"name": v.name, "group": v.group, "train": v.train, "classical": v.classical,
-                        "runs": runs, "summary": summary,
+                        "tuning": tuning, "runs": runs, "summary": summary,
                         "bootstrap_seed0": {m: boot.get(m) for m in HEADLINE}})
     table = {"cohort": str(cohort.path.resolve()), "split": "test", "seeds": cfg.compare.seeds,
-             "n_resamples": cfg.compare.n_resamples, "models": results}
+             "n_resamples": cfg.compare.n_resamples, "grid": cfg.compare.grid, "models": results}
     (out / "compare.json").write_text(json.dumps(table, indent=2))
     (out / "compare.md").write_text(comparison_markdown(table))
     return table
 
 
+def settings_text(settings: dict) -> str:
+    """``{"dropout": 0.3}`` -> ``"dropout=0.3"``."""
+    return ", ".join(f"{k}={v:g}" for k, v in settings.items()) or "defaults"
+
+
+def tuned_text(row: dict) -> str:
+    """What a comparison row's hyper-parameters are: its validation choice, MEDFuse's, or the classical search."""
+    t = row.get("tuning")
+    if not t:
+        return "own validation search"
+    return settings_text(t["settings"]) + (f" (as {t['inherited_from']})" if t["inherited_from"] else "")
+
+
 def comparison_markdown(table: dict) -> str:
-    """The comparison as a Markdown table: mean ± sd over seeds, and seed 0's bootstrap 95% interval."""
-    lines = ["| model | group | " + " | ".join(HEADLINE) + " |", "|---|---|" + "---|" * len(HEADLINE)]
+    """The comparison as a Markdown table: mean ± sd over seeds, seed 0's bootstrap 95% interval, and the
+    settings chosen on validation."""
+    lines = ["| model | group | " + " | ".join(HEADLINE) + " | tuned on validation |",
+             "|---|---|" + "---|" * (len(HEADLINE) + 1)]
     for r in table["models"]:
         cells = []
         for m in HEADLINE:
             s, b = r["summary"][m], r["bootstrap_seed0"].get(m) or {}
             ci = f" [{b['low']:.3f}, {b['high']:.3f}]" if b else ""
             cells.append(f"{s['mean']:.3f} ± {s['std']:.3f}{ci}")
-        lines.append(f"| {r['name']} | {r['group']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['name']} | {r['group']} | " + " | ".join(cells) + f" | {tuned_text(r)} |")
     return "\n".join(lines) + "\n"

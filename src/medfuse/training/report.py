@@ -115,6 +115,7 @@ def headline_section(metrics: dict) -> str:
 
 
 def comparison_section(table: dict) -> str:
+    from medfuse.training.compare import tuned_text
     from medfuse.training.plots import comparison_chart
 
     best = max(r["summary"]["macro_auprc"]["mean"] for r in table["models"])
@@ -123,16 +124,18 @@ def comparison_section(table: dict) -> str:
         s, b = r["summary"], r["bootstrap_seed0"]
         rows.append([r["name"], r["group"], *[f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" for m in
                                              ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")],
-                     _interval(b.get("macro_f1")), _interval(b.get("macro_auprc"))])
+                     _interval(b.get("macro_f1")), _interval(b.get("macro_auprc")), tuned_text(r)])
         classes.append("best" if s["macro_auprc"]["mean"] == best else "")
     chart_rows = [{"name": r["name"], "mean": r["summary"]["macro_auprc"]["mean"], "std": r["summary"]["macro_auprc"]["std"]}
                   for r in table["models"]]
     return "\n".join([
         "<h2>Baselines and ablations</h2>",
-        (f"<p class='sub'>Same split, same early-stopping rule; mean ± sd over seeds {table['seeds']}; "
+        (f"<p class='sub'>Same split, same early-stopping rule, same tuning (each neural row's settings chosen "
+         f"on validation macro-AUPRC over {html.escape(json.dumps(table.get('grid', {})))} with the first seed); "
+         f"mean ± sd over seeds {table['seeds']}; "
         f"bracketed: seed {table['seeds'][0]}'s patient-level bootstrap 95% interval ({table['n_resamples']} resamples).</p>"),
         _table(["model", "group", "macro-F1", "micro-F1", "macro-AUPRC", "macro-AUROC", "macro-F1 95% CI",
-                "macro-AUPRC 95% CI"], rows, classes),
+                "macro-AUPRC 95% CI", "tuned on validation"], rows, classes),
         _img(comparison_chart(chart_rows, "macro-AUPRC"), "comparison chart")])
 
 
