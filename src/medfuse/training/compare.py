@@ -92,10 +92,9 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
     val, test = data.rows("val"), data.rows("test")
     device = resolve_device(cfg.train.device)
     chosen = [v for v in variants(cfg.compare.mi_weights) if not cfg.compare.models or v.name in cfg.compare.models]
-    runs_of = {v.name: len(cfg.compare.seeds) + (0 if v.classical or _inherits(v, chosen) else
-                                                   len(tuning_grid(cfg.compare.grid, v.train["kind"])) - 1)
-               for v in chosen}
-    total, done = sum(runs_of.values()), 0
+    total = sum(len(cfg.compare.seeds) + (0 if v.classical or _inherits(v, chosen) else
+                                          len(tuning_grid(cfg.compare.grid, v.train["kind"])) - 1) for v in chosen)
+    done = 0  # runs started, for the progress label
     tuned: dict[str, dict] = {}  # variant name -> the settings chosen on validation
 
     def neural(v: Variant, settings: dict, seed: int, run_dir: Path, label: str) -> np.ndarray:
@@ -133,6 +132,9 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
             tuning = {"settings": settings, "inherited_from": inherited, "trials": trials}
         for k, seed in enumerate(cfg.compare.seeds):
             t0 = time.perf_counter()
+            if v.classical:
+                done += 1
+                progress(f"compare {done}/{total}", 0.0, f"{v.name}, seed {seed}")
             if v.classical == "lightgbm":
                 prob = lightgbm_labs(cohort, seed=seed)
             elif v.classical == "tfidf":
@@ -150,9 +152,7 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
                 boot = evaluate_predictions(data.y[test], prob[test], thresholds, groups=data.subject_ids[test],
                                             label_names=data.label_names, n_resamples=cfg.compare.n_resamples,
                                             seed=0)["at_tuned_thresholds"]["bootstrap"]
-            if v.classical:
-                done += 1
-                progress(f"compare {done}/{total}", 1.0, f"{v.name}, seed {seed}: macro-F1 {runs[-1]['macro_f1']:.3f}")
+            progress(f"compare {done}/{total}", 1.0, f"{v.name}, seed {seed}: macro-F1 {runs[-1]['macro_f1']:.3f}")
         summary = {m: {"mean": float(np.mean([r[m] for r in runs])), "std": float(np.std([r[m] for r in runs]))}
                    for m in HEADLINE}
         results.append({"name": v.name, "group": v.group, "train": v.train, "classical": v.classical,
