@@ -133,7 +133,9 @@ def comparison_section(table: dict) -> str:
         (f"<p class='sub'>Same split, same early-stopping rule, same tuning (each neural row's settings chosen "
          f"on validation macro-AUPRC over {html.escape(json.dumps(table.get('grid', {})))} with the first seed); "
          f"mean ± sd over seeds {table['seeds']}; "
-        f"bracketed: seed {table['seeds'][0]}'s patient-level bootstrap 95% interval ({table['n_resamples']} resamples).</p>"),
+        f"bracketed: seed {table['seeds'][0]}'s patient-level bootstrap 95% interval ({table['n_resamples']} resamples). "
+        "The MEDFuse run at the top of this page uses the <code>train</code> settings of its configuration, "
+        "not the row's validation choice, so its figures can differ from the MEDFuse row.</p>"),
         _table(["model", "group", "macro-F1", "micro-F1", "macro-AUPRC", "macro-AUROC", "macro-F1 95% CI",
                 "macro-AUPRC 95% CI", "tuned on validation"], rows, classes),
         _img(comparison_chart(chart_rows, "macro-AUPRC"), "comparison chart")])
