@@ -17,7 +17,6 @@ from pathlib import Path
 from _common import ROOT, save
 
 DEMOS = {"mimic-iii-demo": "mimic3", "mimic-iv-demo": "mimic4"}
-HEADLINE = ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")
 DESCRIPTION = ("medfuse prepare -> train (pretrain-labs, embed-notes) -> evaluate, default configuration (MEDFuse, "
                "seed 0), on the real public MIMIC demo extracts. They have no note text, so every admission takes the "
                "missing-note path (its abnormal-lab text is still embedded). Test split at the validation-tuned "
@@ -30,6 +29,7 @@ def main() -> None:
     from medfuse.config import load_config
     from medfuse.data.prepare import prepare_cohort
     from medfuse.pipeline import evaluate_run, train_run
+    from medfuse.training.compare import HEADLINE, headline
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent.parent / "shared" / "data")
@@ -48,7 +48,7 @@ def main() -> None:
                 "test_admissions": metrics["n"],
                 "test_patients": manifest["split_sizes"]["test"]["patients"],
                 "best_epoch": summary["best_epoch"],
-                **{m: {"value": tuned[m.split("_")[0]][m.split("_")[1]], **tuned["bootstrap"][m]} for m in HEADLINE},
+                **{m: {"value": value, **tuned["bootstrap"][m]} for m, value in headline(tuned).items()},
                 "subgroups": {g: s["n"] for g, s in metrics["subgroups"].items()},
             }
             print(name, {m: round(runs[name][m]["value"], 3) for m in HEADLINE})

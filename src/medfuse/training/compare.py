@@ -57,6 +57,11 @@ def variants(mi_weights: list[float]) -> list[Variant]:
     return rows
 
 
+def headline(metrics: dict) -> dict[str, float]:
+    """The HEADLINE figures of a :func:`~medfuse.training.metrics.compute_metrics` result, e.g. ``macro_f1``."""
+    return {m: metrics[m.split("_")[0]][m.split("_")[1]] for m in HEADLINE}
+
+
 def tuning_grid(grid: dict[str, list], kind: str) -> list[dict]:
     """Every combination of ``grid``'s values that can change a model of ``kind``, the first values first.
 
@@ -95,7 +100,7 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
     total = sum(len(cfg.compare.seeds) + (0 if v.classical or _inherits(v, chosen) else
                                           len(tuning_grid(cfg.compare.grid, v.train["kind"])) - 1) for v in chosen)
     done = 0  # runs started, for the progress label
-    tuned: dict[str, dict] = {}  # variant name -> the settings chosen on validation
+    medfuse_settings: dict = {}  # MEDFuse's validation choice, reused by its ablations and lambda sweep
 
     def neural(v: Variant, settings: dict, seed: int, run_dir: Path, label: str) -> np.ndarray:
         """Train one neural row with ``settings`` and ``seed``; its val and test probabilities."""
@@ -117,7 +122,7 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
         if not v.classical:
             trials, probs = [], []
             if _inherits(v, chosen):
-                settings, inherited = tuned["MEDFuse"], "MEDFuse"
+                settings, inherited = medfuse_settings, "MEDFuse"
             else:
                 inherited, grid = None, tuning_grid(cfg.compare.grid, v.train["kind"])
                 for i, trial in enumerate(grid):
@@ -127,8 +132,9 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
                     trials.append({"settings": trial, "val_macro_auprc": macro_auprc(data.y[val], probs[-1][val]),
                                    "seconds": round(time.perf_counter() - t0, 2)})
                 best = int(np.argmax([t["val_macro_auprc"] for t in trials]))  # ties: the earlier trial
-                settings, first = trials[best]["settings"], probs[best]
-            tuned[v.name] = settings
+                settings, first = trials[best]["settings"], (probs[best], trials[best]["seconds"])
+            if v.name == "MEDFuse":
+                medfuse_settings = settings
             tuning = {"settings": settings, "inherited_from": inherited, "trials": trials}
         for k, seed in enumerate(cfg.compare.seeds):
             t0 = time.perf_counter()
@@ -140,14 +146,14 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
             elif v.classical == "tfidf":
                 prob = tfidf_logreg(cohort, texts, seed=seed)
             elif k == 0 and first is not None:
-                prob = first  # the chosen trial was trained with this seed already
-                t0 -= trials[best]["seconds"]
+                prob, trained_seconds = first  # the chosen trial was trained with this seed already
+                t0 -= trained_seconds
             else:
                 prob = neural(v, settings, seed, out / "models" / slug(v.name) / f"seed{seed}", f"{v.name}, seed {seed}")
             thresholds = tune_thresholds(data.y[val], prob[val])
             metrics = compute_metrics(data.y[test], prob[test], thresholds, data.label_names)
             runs.append({"seed": seed, "seconds": round(time.perf_counter() - t0, 2),
-                         **{m: metrics[m.split("_")[0]][m.split("_")[1]] for m in HEADLINE}})
+                         **headline(metrics)})
             if k == 0:
                 boot = evaluate_predictions(data.y[test], prob[test], thresholds, groups=data.subject_ids[test],
                                             label_names=data.label_names, n_resamples=cfg.compare.n_resamples,
