@@ -139,11 +139,14 @@ class _Pipeline:
         f = self.files[name]
         names = "[" + ", ".join(f"'{h}'" for h in f.header) + "]"
         path = str(f.path).replace("'", "''")
-        columns = ", ".join(f'"{raw}" AS {ours}' for ours, raw in SPECS[self.cfg.source][name].columns.items())
+        spec = SPECS[self.cfg.source][name]
+        columns = ", ".join(f'"{raw}" AS {ours}' for ours, raw in spec.columns.items())
+        # A larger line limit only where needed: it slows the LABEVENTS scan by a quarter.
+        long_rows = ", max_line_size=16777216" if spec.long_rows else ""
         return (
             f"(SELECT {columns} FROM read_csv('{path}', header=true, names={names}, all_varchar=true, delim=',', "
             f"quote='\"', escape='\"', store_rejects=true, rejects_table='rej_{name}', "
-            f"rejects_scan='rejscan_{name}', max_line_size=16777216, buffer_size=33554432))"
+            f"rejects_scan='rejscan_{name}', buffer_size=33554432{long_rows}))"
         )
 
     def start_account(self, name: str, table: str) -> RowAccount:
@@ -293,8 +296,7 @@ class _Pipeline:
         # A test's unit is its most frequent one (over all splits: a unit says nothing about the outcome).
         c.execute("""CREATE TABLE lab_units AS SELECT itemid, mode(unit) AS unit FROM lab_rows
             WHERE num IS NOT NULL AND unit <> '' GROUP BY itemid""")
-        # One pass attaches rows without HADM_ID by time, gives every row its drop reason (or none) and
-        # merges exact duplicates (same admission, test, time and value): one row per distinct observation.
+        # One pass attaches rows without HADM_ID by time and gives every row its drop reason (or none).
         self._attachment_windows()
         carry = "".join(f", {r}" for r in refs)
         reason = "CASE " + " ".join(f"WHEN {cond} THEN {i}" for i, (_, cond) in enumerate(LAB_DROP_RULES)) + " END"
@@ -305,22 +307,19 @@ class _Pipeline:
               UNION ALL
               SELECT w.hadm_id, l.subject_id, l.itemid, l.t, l.num, l.censored, l.abnormal{carry}, true
               FROM lab_rows l LEFT JOIN lab_windows w ON w.subject_id = l.subject_id AND l.t >= w.lo AND l.t < w.hi
-              WHERE l.hadm_id IS NULL),
-            classified AS (
-              SELECT a.*, ({reason})::UTINYINT AS reason
-              FROM attached a LEFT JOIN cohort c ON c.hadm_id = a.hadm_id LEFT JOIN labitems li ON li.itemid = a.itemid)
-            SELECT hadm_id, itemid, t, num, reason, count(*) AS n, count_if(from_window) AS n_window,
-              bool_or(censored) AS censored, bool_or(abnormal) AS abnormal
-              {''.join(f', any_value({r}) AS {r}' for r in refs)}
-            FROM classified GROUP BY hadm_id, itemid, t, num, reason""", stage="labs: clean & deduplicate")
+              WHERE l.hadm_id IS NULL)
+            SELECT a.hadm_id, a.itemid, a.t, a.num, a.censored, a.abnormal{carry}, a.from_window,
+              ({reason})::UTINYINT AS reason
+            FROM attached a LEFT JOIN cohort c ON c.hadm_id = a.hadm_id LEFT JOIN labitems li ON li.itemid = a.itemid
+            """, stage="labs: clean")
         c.execute("DROP TABLE lab_rows")
         acc.drop({LAB_DROP_RULES[code][0]: n for code, n in self.counts(
-            "SELECT reason, sum(n) FROM lab_obs WHERE reason IS NOT NULL GROUP BY reason").items()})
+            "SELECT reason, count(*) FROM lab_obs WHERE reason IS NOT NULL GROUP BY reason").items()})
+        self._lab_aggregates(refs)
         duplicates, from_window = c.execute(
-            "SELECT COALESCE(sum(n - 1), 0), COALESCE(sum(n_window), 0) FROM lab_obs WHERE reason IS NULL").fetchall()[0]
+            "SELECT COALESCE(sum(n_rows - count), 0), COALESCE(sum(n_window), 0) FROM lab_agg").fetchall()[0]
         acc.drop({"duplicate": duplicates})
         acc.repaired["hadm_id_from_time_window"] = from_window
-        self._lab_aggregates(refs)
         self._select_tests()
         acc.drop({"test_not_selected": self.scalar(
             "SELECT COALESCE(sum(count), 0) FROM lab_agg WHERE itemid NOT IN (SELECT itemid FROM lab_tests)")})
@@ -344,7 +343,15 @@ class _Pipeline:
             GROUP BY p.subject_id, p.lo, p.hi""")
 
     def _lab_aggregates(self, refs: list[str]) -> None:
-        """Per admission and test: last/mean/min/max/count, censored count and the last abnormal result."""
+        """Per admission and test: last/mean/min/max/count, censored count and the last abnormal result,
+        over distinct observations: exact duplicates (same admission, test, time and value) count once.
+
+        Aggregating per (admission, test) is cheap; de-duplicating all rows first (a hash table with one
+        entry per row) cost three times as much. So the aggregate also counts each pair's distinct
+        hashes of (time, value): a pair whose rows all hash differently has no duplicate, and only the
+        few others (``lab_dups``: their distinct observations) have count, mean and censored count
+        recomputed exactly.
+        """
         flagged = "o.abnormal" + "".join(
             f" OR (o.{r} IS NOT NULL AND o.num {'>' if r == 'ref_high' else '<'} o.{r})" for r in refs)
         # "last" = the latest result, the largest value among results at the same time. One HUGEINT key
@@ -356,12 +363,22 @@ class _Pipeline:
                     "WHEN o.ref_low IS NOT NULL AND o.num < o.ref_low THEN 'low' ELSE 'abnormal' END")
         # read only where abnormal_num is set; without reference ranges every flag is plain 'abnormal'
         direction = f"arg_max({high_low}, {last}) FILTER (WHERE {flagged})" if refs else "'abnormal'"
-        self.sql(f"""CREATE TABLE lab_agg AS SELECT o.hadm_id, o.itemid, arg_max(o.num, {last}) AS last,
+        self.sql(f"""CREATE TABLE lab_pairs AS SELECT o.hadm_id, o.itemid, arg_max(o.num, {last}) AS last,
             avg(o.num) AS mean, min(o.num) AS min, max(o.num) AS max, count(*)::INTEGER AS count,
             count_if(o.censored) AS n_censored,
             arg_max(o.num, {last}) FILTER (WHERE {flagged}) AS abnormal_num,
-            {direction} AS abnormal_direction
+            {direction} AS abnormal_direction, count(*) AS n_rows, count_if(o.from_window) AS n_window,
+            len(list_distinct(list(hash(o.t, o.num)))) AS n_hashes
             FROM lab_obs o WHERE o.reason IS NULL GROUP BY o.hadm_id, o.itemid""", stage="labs: aggregate")
+        self.con.execute("""CREATE TABLE lab_dups AS SELECT o.hadm_id, o.itemid, o.t, o.num,
+              bool_or(o.censored) AS censored
+            FROM lab_obs o SEMI JOIN (SELECT hadm_id, itemid FROM lab_pairs WHERE n_hashes < n_rows) USING (hadm_id, itemid)
+            WHERE o.reason IS NULL GROUP BY o.hadm_id, o.itemid, o.t, o.num""")
+        self.con.execute("""CREATE TABLE lab_agg AS SELECT g.* REPLACE (COALESCE(d.count, g.count) AS count,
+              COALESCE(d.mean, g.mean) AS mean, COALESCE(d.n_censored, g.n_censored) AS n_censored)
+            FROM lab_pairs g LEFT JOIN (SELECT hadm_id, itemid, count(*)::INTEGER AS count, avg(num) AS mean,
+              count_if(censored) AS n_censored FROM lab_dups GROUP BY hadm_id, itemid) d USING (hadm_id, itemid)""")
+        self.con.execute("DROP TABLE lab_pairs")
 
     def _select_tests(self) -> None:
         """Lab tests that become columns: frequent enough in *training* admissions, most frequent first."""
@@ -373,8 +390,11 @@ class _Pipeline:
               FROM lab_agg g JOIN splits s ON s.hadm_id = g.hadm_id AND s.split = 'train' GROUP BY g.itemid),
             stats AS (
               SELECT o.itemid, quantile_cont(o.num, [0.01, 0.25, 0.5, 0.75, 0.99]) AS q, stddev_samp(o.num) AS sd
-              FROM lab_obs o JOIN splits s ON s.hadm_id = o.hadm_id AND s.split = 'train'
-              WHERE o.reason IS NULL AND o.itemid IN (SELECT itemid FROM freq WHERE train_fraction >= {cfg.lab_min_admission_fraction})
+              FROM (SELECT hadm_id, itemid, num FROM lab_obs ANTI JOIN lab_dups USING (hadm_id, itemid)
+                    WHERE reason IS NULL
+                    UNION ALL SELECT hadm_id, itemid, num FROM lab_dups) o
+              JOIN splits s ON s.hadm_id = o.hadm_id AND s.split = 'train'
+              WHERE o.itemid IN (SELECT itemid FROM freq WHERE train_fraction >= {cfg.lab_min_admission_fraction})
               GROUP BY o.itemid)
             SELECT row_number() OVER (ORDER BY f.train_fraction DESC, f.itemid) - 1 AS rank,
               'lab_' || f.itemid AS key, f.itemid, li.label, li.fluid, li.category, COALESCE(u.unit, '') AS unit,
@@ -432,22 +452,27 @@ class _Pipeline:
             error = "trim(COALESCE(iserror, '')) NOT IN ('', '0')"
         else:
             kind, error = "true", "false"
-        self.sql(f"""CREATE TABLE note_rows AS SELECT TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
-              TRY_CAST(chartdate AS TIMESTAMP) AS t, {kind} AS is_discharge, {error} AS is_error, text
-            FROM {self.read_csv('notes')}""", stage="notes: read")
+        # Each note's drop reason is set as it is read; the text is kept only for the notes used.
+        self.sql(f"""CREATE TABLE note_rows AS
+            WITH typed AS (
+              SELECT TRY_CAST(hadm_id AS BIGINT) AS hadm_id, TRY_CAST(chartdate AS TIMESTAMP) AS t,
+                {kind} AS is_discharge, {error} AS is_error, text
+              FROM {self.read_csv('notes')}),
+            classified AS (
+              SELECT n.hadm_id, n.t, n.text, CASE
+                WHEN NOT n.is_discharge THEN 'not_discharge_summary'
+                WHEN n.is_error THEN 'marked_error'
+                WHEN n.hadm_id IS NULL THEN 'missing_admission_id'
+                WHEN c.hadm_id IS NULL THEN 'admission_not_in_cohort'
+                WHEN n.text IS NULL OR trim(n.text) = '' THEN 'empty_text'
+              END AS reason FROM typed n LEFT JOIN cohort c USING (hadm_id))
+            SELECT hadm_id, t, CASE WHEN reason IS NULL THEN text END AS text, reason FROM classified
+            """, stage="notes: read")
         self.start_account("notes", "note_rows")
-        self.con.execute("""CREATE TABLE note_rows2 AS SELECT n.rowid AS rid, n.hadm_id, n.t, n.text, CASE
-              WHEN NOT n.is_discharge THEN 'not_discharge_summary'
-              WHEN n.is_error THEN 'marked_error'
-              WHEN n.hadm_id IS NULL THEN 'missing_admission_id'
-              WHEN c.hadm_id IS NULL THEN 'admission_not_in_cohort'
-              WHEN n.text IS NULL OR trim(n.text) = '' THEN 'empty_text'
-            END AS reason FROM note_rows n LEFT JOIN cohort c USING (hadm_id)""")
-        self.con.execute("DROP TABLE note_rows")
-        acc.drop(self.counts("SELECT reason, count(*) FROM note_rows2 GROUP BY reason"))
-        total = self.scalar("SELECT count(*) FROM note_rows2 WHERE reason IS NULL")
+        acc.drop(self.counts("SELECT reason, count(*) FROM note_rows GROUP BY reason"))
+        total = self.scalar("SELECT count(*) FROM note_rows WHERE reason IS NULL")
         reader = self.con.sql(
-            "SELECT hadm_id, t, rid, text FROM note_rows2 WHERE reason IS NULL").to_arrow_reader(NOTE_BATCH_ROWS)
+            "SELECT hadm_id, t, rowid AS rid, text FROM note_rows WHERE reason IS NULL").to_arrow_reader(NOTE_BATCH_ROWS)
         parts: dict[str, list] = {"hadm_id": [], "t": [], "rid": [], **{s: [] for s in ALLOWED_SECTIONS}}
         done = no_sections = 0
         for batch in reader:
@@ -464,7 +489,7 @@ class _Pipeline:
                     parts[s].append(found.get(s))
             done += batch.num_rows
             self.progress("notes: sections", done / max(total, 1))
-        self.con.execute("DROP TABLE note_rows2")
+        self.con.execute("DROP TABLE note_rows")
         acc.drop({"no_allowed_section": no_sections})
         acc.used = total - no_sections
         sections = pa.table(parts, schema=pa.schema(

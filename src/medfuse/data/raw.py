@@ -26,6 +26,7 @@ class TableSpec:
     stem: str
     columns: dict[str, str]  # our name -> raw column name (lower-case)
     required: bool = True
+    long_rows: bool = False  # rows may exceed DuckDB's default 2 MB line limit (free text)
 
 
 SPECS: dict[str, dict[str, TableSpec]] = {
@@ -51,6 +52,7 @@ SPECS: dict[str, dict[str, TableSpec]] = {
                 "iserror": "iserror", "text": "text",
             },
             required=False,
+            long_rows=True,
         ),
     },
     "mimic4": {
@@ -77,7 +79,8 @@ SPECS: dict[str, dict[str, TableSpec]] = {
                 "ref_low": "ref_range_lower", "ref_high": "ref_range_upper",
             },
         ),
-        "notes": TableSpec("note/discharge", {"hadm_id": "hadm_id", "chartdate": "charttime", "text": "text"}, required=False),
+        "notes": TableSpec("note/discharge", {"hadm_id": "hadm_id", "chartdate": "charttime", "text": "text"},
+                           required=False, long_rows=True),
     },
 }
 
