@@ -278,41 +278,36 @@ class _Pipeline:
         refs = ["ref_low", "ref_high"] if src == "mimic4" else []  # MIMIC-III has no reference ranges
         c.execute(f"""CREATE TABLE labitems AS SELECT DISTINCT ON (itemid) TRY_CAST(itemid AS INTEGER) AS itemid,
             label, fluid, category FROM {self.read_csv('labitems')} WHERE TRY_CAST(itemid AS INTEGER) IS NOT NULL""")
-        # Cast VALUENUM first; only rows without one parse VALUE, and only those with < or > try the regex.
+        # One pass reads the rows, types them, attaches those without HADM_ID by time and gives each its
+        # drop reason (or none). VALUENUM is cast first; only rows without one parse VALUE, and only
+        # those with < or > try the regex.
+        self._attachment_windows()
         censored = r"TRY_CAST(regexp_extract(value, '^\s*[<>]=?\s*(-?[0-9]*\.?[0-9]+)\s*$', 1) AS DOUBLE)"
-        self.sql(f"""CREATE TABLE lab_rows AS
+        carry = "".join(f", {r}" for r in refs)
+        reason = "CASE " + " ".join(f"WHEN {cond} THEN {i}" for i, (_, cond) in enumerate(LAB_DROP_RULES)) + " END"
+        self.sql(f"""CREATE TABLE lab_obs AS
             WITH typed AS (
               SELECT TRY_CAST(subject_id AS BIGINT) AS subject_id, TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
                 TRY_CAST(itemid AS INTEGER) AS itemid, TRY_CAST(charttime AS TIMESTAMP) AS t, value,
                 COALESCE(TRY_CAST(valuenum AS DOUBLE), TRY_CAST(trim(value) AS DOUBLE)) AS plain,
                 trim(unit) AS unit, lower(trim(flag)) = 'abnormal' AS abnormal
                 {''.join(f', TRY_CAST({r} AS DOUBLE) AS {r}' for r in refs)}
-              FROM {self.read_csv('labevents')})
-            SELECT subject_id, hadm_id, itemid, t,
-              CASE WHEN plain IS NOT NULL THEN plain WHEN value SIMILAR TO '.*[<>].*' THEN {censored} END AS num,
-              plain IS NULL AND num IS NOT NULL AS censored, unit, abnormal {''.join(f', {r}' for r in refs)}
-            FROM typed""", stage="labs: read")
-        acc = self.start_account("labevents", "lab_rows")
-        # A test's unit is its most frequent one (over all splits: a unit says nothing about the outcome).
-        c.execute("""CREATE TABLE lab_units AS SELECT itemid, mode(unit) AS unit FROM lab_rows
-            WHERE num IS NOT NULL AND unit <> '' GROUP BY itemid""")
-        # One pass attaches rows without HADM_ID by time and gives every row its drop reason (or none).
-        self._attachment_windows()
-        carry = "".join(f", {r}" for r in refs)
-        reason = "CASE " + " ".join(f"WHEN {cond} THEN {i}" for i, (_, cond) in enumerate(LAB_DROP_RULES)) + " END"
-        self.sql(f"""CREATE TABLE lab_obs AS
-            WITH attached AS (
-              SELECT hadm_id, subject_id, itemid, t, num, censored, abnormal{carry}, false AS from_window
-              FROM lab_rows WHERE hadm_id IS NOT NULL
-              UNION ALL
-              SELECT w.hadm_id, l.subject_id, l.itemid, l.t, l.num, l.censored, l.abnormal{carry}, true
-              FROM lab_rows l LEFT JOIN lab_windows w ON w.subject_id = l.subject_id AND l.t >= w.lo AND l.t < w.hi
-              WHERE l.hadm_id IS NULL)
-            SELECT a.hadm_id, a.itemid, a.t, a.num, a.censored, a.abnormal{carry}, a.from_window,
+              FROM {self.read_csv('labevents')}),
+            attached AS (
+              SELECT COALESCE(l.hadm_id, w.hadm_id) AS hadm_id, l.subject_id, l.itemid, l.t,
+                CASE WHEN plain IS NOT NULL THEN plain WHEN value SIMILAR TO '.*[<>].*' THEN {censored} END AS num,
+                plain IS NULL AND num IS NOT NULL AS censored, l.unit, l.abnormal{''.join(f', l.{r}' for r in refs)},
+                l.hadm_id IS NULL AS from_window
+              FROM typed l LEFT JOIN lab_windows w  -- a NULL key never matches: only rows without HADM_ID probe
+                ON w.subject_id = CASE WHEN l.hadm_id IS NULL THEN l.subject_id END AND l.t >= w.lo AND l.t < w.hi)
+            SELECT a.hadm_id, a.itemid, a.t, a.num, a.censored, a.unit, a.abnormal{carry}, a.from_window,
               ({reason})::UTINYINT AS reason
             FROM attached a LEFT JOIN cohort c ON c.hadm_id = a.hadm_id LEFT JOIN labitems li ON li.itemid = a.itemid
-            """, stage="labs: clean")
-        c.execute("DROP TABLE lab_rows")
+            """, stage="labs: read")
+        acc = self.start_account("labevents", "lab_obs")
+        # A test's unit is its most frequent one (over all splits: a unit says nothing about the outcome).
+        c.execute("""CREATE TABLE lab_units AS SELECT itemid, mode(unit) AS unit FROM lab_obs
+            WHERE num IS NOT NULL AND unit <> '' GROUP BY itemid""")
         acc.drop({LAB_DROP_RULES[code][0]: n for code, n in self.counts(
             "SELECT reason, count(*) FROM lab_obs WHERE reason IS NOT NULL GROUP BY reason").items()})
         self._lab_aggregates(refs)
@@ -348,9 +343,9 @@ class _Pipeline:
 
         Aggregating per (admission, test) is cheap; de-duplicating all rows first (a hash table with one
         entry per row) cost three times as much. So the aggregate also counts each pair's distinct
-        hashes of (time, value): a pair whose rows all hash differently has no duplicate, and only the
-        few others (``lab_dups``: their distinct observations) have count, mean and censored count
-        recomputed exactly.
+        32-bit hashes of (time, value): a pair whose rows all hash differently has no duplicate, and
+        only the few others (``lab_dups``: their distinct observations, exactly) have count, mean and
+        censored count recomputed. A hash collision only sends a pair down the exact path.
         """
         flagged = "o.abnormal" + "".join(
             f" OR (o.{r} IS NOT NULL AND o.num {'>' if r == 'ref_high' else '<'} o.{r})" for r in refs)
@@ -368,7 +363,7 @@ class _Pipeline:
             count_if(o.censored) AS n_censored,
             arg_max(o.num, {last}) FILTER (WHERE {flagged}) AS abnormal_num,
             {direction} AS abnormal_direction, count(*) AS n_rows, count_if(o.from_window) AS n_window,
-            len(list_distinct(list(hash(o.t, o.num)))) AS n_hashes
+            list_unique(list((hash(o.t, o.num) >> 32)::UINTEGER)) AS n_hashes
             FROM lab_obs o WHERE o.reason IS NULL GROUP BY o.hadm_id, o.itemid""", stage="labs: aggregate")
         self.con.execute("""CREATE TABLE lab_dups AS SELECT o.hadm_id, o.itemid, o.t, o.num,
               bool_or(o.censored) AS censored

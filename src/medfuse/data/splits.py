@@ -22,22 +22,30 @@ def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> 
     need_label = np.outer(frac, y.sum(axis=0)).astype(float)
     fold = np.full(n, -1)
     remaining = np.ones(n, dtype=bool)
+    folds = list(range(len(frac)))
     while True:
         counts = y[remaining].sum(axis=0)
         if not counts.any():
             break
         label = int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))
         rows = np.flatnonzero(remaining & y[:, label])
+        # Per row, plain Python over the few folds (numpy's per-call cost dominated); the other
+        # labels' needs are updated once per label below, with the same exact float results.
+        rows_need, label_need = need_rows.tolist(), need_label[:, label].tolist()
         for i in rng.permutation(rows):
-            open_ = np.flatnonzero(need_rows >= 1) if (need_rows >= 1).any() else np.arange(len(frac))
-            want = need_label[open_, label]
-            best = open_[want == want.max()]
+            open_ = [f for f in folds if rows_need[f] >= 1] or folds
+            top = max(label_need[f] for f in open_)
+            best = [f for f in open_ if label_need[f] == top]
             if len(best) > 1:
-                best = best[need_rows[best] == need_rows[best].max()]
-            f = int(rng.choice(best))
+                top = max(rows_need[f] for f in best)
+                best = [f for f in best if rows_need[f] == top]
+            f = best[int(rng.integers(0, len(best)))]  # what rng.choice(best) draws
             fold[i] = f
-            need_label[f] -= y[i]
-            need_rows[f] -= 1
+            label_need[f] -= 1
+            rows_need[f] -= 1
+        need_rows = np.asarray(rows_need)
+        for f in folds:
+            need_label[f] -= y[rows[fold[rows] == f]].sum(axis=0)
         remaining[rows] = False
     rest = rng.permutation(np.flatnonzero(remaining))
     quota = np.maximum(need_rows, 0)
