@@ -321,8 +321,10 @@ class _Pipeline:
         c.execute("DELETE FROM lab_agg WHERE itemid NOT IN (SELECT itemid FROM lab_tests)")
         acc.used, acc.repaired["censored_value"] = c.execute(
             "SELECT COALESCE(sum(count), 0), COALESCE(sum(n_censored), 0) FROM lab_agg").fetchall()[0]
-        self._lab_table()
-        self._lab_text()
+        with ThreadPoolExecutor(1) as pool:  # the text in DuckDB beside the table in numpy
+            text_done = pool.submit(self.fork()._lab_text)
+            self._lab_table()
+            text_done.result()
 
     def _attachment_windows(self) -> None:
         """Disjoint time pieces per patient, each owned by the latest-admitted admission whose lab window
@@ -409,21 +411,23 @@ class _Pipeline:
         cohort = c.execute("SELECT row, hadm_id FROM cohort ORDER BY row").fetchnumpy()
         g = c.execute("""SELECT c.row, t.rank, g.last, g.mean, g.min, g.max, g.count
             FROM lab_agg g JOIN cohort c USING (hadm_id) JOIN lab_tests t USING (itemid)""").fetchnumpy()
-        shape = (len(cohort["row"]), len(tests))
-        at = (np.asarray(g["row"]), np.asarray(g["rank"]))
-        count = np.zeros(shape, np.int32)
+        n, n_tests = len(cohort["row"]), len(tests)
+        at = np.asarray(g["rank"], np.int64) * n + np.asarray(g["row"], np.int64)  # test-major: columns contiguous
+        count = np.zeros(n_tests * n, np.int32)
         count[at] = g["count"]
+        count = count.reshape(n_tests, n)
         observed = count > 0
-        columns = {"hadm_id": cohort["hadm_id"]}
         values = {}
         for a in ("last", "mean", "min", "max"):
-            values[a] = np.full(shape, np.nan)
+            values[a] = np.full(n_tests * n, np.nan)
             values[a][at] = g[a]
+            values[a] = values[a].reshape(n_tests, n)
+        columns = {"hadm_id": cohort["hadm_id"]}
         for j, itemid in enumerate(tests):
             for a in ("last", "mean", "min", "max"):
-                columns[f"lab_{itemid}__{a}"] = pa.array(values[a][:, j], mask=~observed[:, j])
-            columns[f"lab_{itemid}__count"] = count[:, j]
-            columns[f"lab_{itemid}__observed"] = observed[:, j]
+                columns[f"lab_{itemid}__{a}"] = pa.array(values[a][j], mask=~observed[j])
+            columns[f"lab_{itemid}__count"] = count[j]
+            columns[f"lab_{itemid}__observed"] = observed[j]
         self.lab_table = pa.table(columns)  # already in cohort row order; written as it is
 
     def _lab_text(self) -> None:
@@ -511,13 +515,15 @@ class _Pipeline:
             "labels": f"SELECT c.hadm_id, {', '.join(d.name for d in diseases)} FROM cohort c JOIN labels USING (hadm_id) ORDER BY c.row",
             "splits": "SELECT subject_id, hadm_id, split FROM splits ORDER BY row",
         }
-        pq.write_table(self.lab_table, out / "labs.parquet", compression="zstd")
-        rows = {"labs.parquet": self.lab_table.num_rows}
-        for name, q in queries.items():
-            path = out / f"{name}.parquet"
-            self.con.execute(f"COPY ({q}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
-            rows[path.name] = pq.ParquetFile(path).metadata.num_rows
-        return rows
+        with ThreadPoolExecutor(1) as pool:  # pyarrow writes the wide lab table beside DuckDB's writes
+            labs_done = pool.submit(pq.write_table, self.lab_table, out / "labs.parquet", compression="zstd")
+            rows = {}
+            for name, q in queries.items():
+                path = out / f"{name}.parquet"
+                self.con.execute(f"COPY ({q}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
+                rows[path.name] = pq.ParquetFile(path).metadata.num_rows
+            labs_done.result()
+        return {"labs.parquet": self.lab_table.num_rows, **rows}
 
     def summary(self, diseases: list[Disease]) -> tuple[dict, dict]:
         """Split sizes and per-split label prevalence."""
