@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 
+import pytest
 from typer.testing import CliRunner
 
 from medfuse.cli import app
@@ -208,3 +209,30 @@ def test_last_value_is_the_latest_and_the_largest_among_simultaneous_results(mim
         labs = {r["hadm_id"]: r for r in pq.read_table(out / "labs.parquet").to_pylist()}
         assert labs[142345]["lab_50912__last"] == 1.75
         assert labs[142345]["lab_50912__max"] == 9.0
+
+
+def test_exact_duplicates_count_once_in_count_and_mean(mimic3_demo, mimic3_cohort, tmp_path):
+    """Creatinine (50912) of admission 142345 gets 2.5 at a new time four times (once without HADM_ID,
+    attached by time) and 4.0 at the same time: three duplicates dropped, two new observations."""
+    import pyarrow.parquet as pq
+
+    base_labs = {r["hadm_id"]: r for r in pq.read_table(mimic3_cohort / "labs.parquet").to_pylist()}[142345]
+    base = json.loads((mimic3_cohort / "manifest.json").read_text())["tables"]["labevents"]
+    header, rows = load(mimic3_demo, "LABEVENTS")
+    t = "2164-10-25 12:00:00"
+    extra = [["1", "10006", hadm, "50912", t, "2.5", "2.5", "mg/dL", ""] for hadm in ("142345", "142345", "142345", "")]
+    extra.append(["1", "10006", "142345", "50912", t, "4.0", "4.0", "mg/dL", ""])
+    raw = copy_demo(mimic3_demo, tmp_path / "raw")
+    (raw / "LABEVENTS.csv.gz").unlink()
+    write_csv(raw / "LABEVENTS", header, [*extra[:2], *rows, *extra[2:]], gz=True)
+    result = run_prepare(raw, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    tables = json.loads((tmp_path / "out" / "manifest.json").read_text())["tables"]["labevents"]
+    labs = {r["hadm_id"]: r for r in pq.read_table(tmp_path / "out" / "labs.parquet").to_pylist()}[142345]
+
+    n = base_labs["lab_50912__count"]
+    assert labs["lab_50912__count"] == n + 2
+    assert labs["lab_50912__mean"] == pytest.approx((base_labs["lab_50912__mean"] * n + 2.5 + 4.0) / (n + 2))
+    assert tables["dropped"].get("duplicate", 0) - base["dropped"].get("duplicate", 0) == 3
+    assert tables["used"] == base["used"] + 2
+    assert tables["repaired"]["hadm_id_from_time_window"] - base["repaired"]["hadm_id_from_time_window"] == 1

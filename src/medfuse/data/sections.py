@@ -30,7 +30,7 @@ OTHER_HEADERS = (
 _SECTION_OF = {h: name for name, headers in ALLOWED_SECTIONS.items() for h in headers}
 _KNOWN = frozenset({*_SECTION_OF, *OTHER_HEADERS})
 _LONGEST = max(map(len, _KNOWN)) + 16  # room for the spaces around a header
-_SPACE = re.compile(r"[ \t]+")
+_SPACES = re.compile(r"[ \t]{2,}|\t")  # runs of spaces and tabs that are not already one space
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 
@@ -47,7 +47,9 @@ def extract_sections(text: str) -> dict[str, str]:
         if name is None:
             continue
         body = text[end : nxt[0] if nxt else len(text)]
-        body = _BLANK_LINES.sub("\n", _SPACE.sub(" ", body)).strip()
+        if "  " in body or "\t" in body:  # most bodies have nothing to collapse: skip the regex
+            body = _SPACES.sub(" ", body)
+        body = _BLANK_LINES.sub("\n", body).strip()
         if body:
             found.setdefault(name, []).append(body)
     return {k: "\n".join(v) for k, v in found.items()}
