@@ -28,15 +28,18 @@ def synthetic_raw(fmt: str, admissions: int, seed: int = 0) -> Path:
 
 
 def run_child(code: str) -> dict:
-    """Run Python ``code`` in a fresh process; wall seconds and that process's own peak RSS in MiB."""
-    report = "\nimport resource, sys; print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+    """Run Python ``code`` in a fresh process; wall seconds, CPU seconds (user + system, all threads)
+    and that process's own peak RSS in MiB."""
+    report = ("\nimport resource, sys; u = resource.getrusage(resource.RUSAGE_SELF); "
+              "print('PEAK_RSS_KIB', u.ru_maxrss, 'CPU_S', u.ru_utime + u.ru_stime, file=sys.stderr)")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code + report], capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
-    peak_kib = int(proc.stderr.rsplit("PEAK_RSS_KIB", 1)[1].split()[0])
-    return {"seconds": round(wall, 2), "peak_rss_mib": round(peak_kib / 1024, 1), "stdout": proc.stdout}
+    peak_kib, _, cpu = proc.stderr.rsplit("PEAK_RSS_KIB", 1)[1].split()[:3]
+    return {"seconds": round(wall, 2), "cpu_seconds": round(float(cpu), 1), "peak_rss_mib": round(int(peak_kib) / 1024, 1),
+            "stdout": proc.stdout}
 
 
 def machine() -> dict:
