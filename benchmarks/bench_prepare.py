@@ -1,7 +1,7 @@
 """Benchmark ``medfuse prepare`` on a MIMIC-III-size synthetic dataset against DuckDB's bare CSV scan.
 
 Both run in fresh child processes so each peak RSS is its own. Prints a table and writes
-benchmarks/results/prepare.json. Targets (issue 2): prepare / bare scan <= 3, peak RSS <= 4 GiB.
+benchmarks/results/prepare.json (``--format mimic4``: prepare_mimic4.json). Targets (issue 2): prepare / bare scan <= 3, peak RSS <= 4 GiB.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main() -> None:
         "targets": {"ratio_max": 3.0, "peak_rss_mib_max": 4096},
         "cohort": {"admissions": info["split_sizes"]["all"]["admissions"], "lab_rows_used": info["labevents"]["used"]},
     }
-    path = save("prepare", result)
+    path = save("prepare" if args.format == "mimic3" else f"prepare_{args.format}", result)
     print(f"lab rows            {lab_rows:,}")
     print(f"bare DuckDB scan    {scan['seconds']:.1f} s   {scan['cpu_seconds']:.1f} CPU-s   peak {scan['peak_rss_mib']:.0f} MiB")
     print(f"medfuse prepare     {prep['seconds']:.1f} s   {prep['cpu_seconds']:.1f} CPU-s   peak {prep['peak_rss_mib']:.0f} MiB   "
