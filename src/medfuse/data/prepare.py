@@ -38,6 +38,15 @@ NOTE_BATCH_ROWS = 2048
 
 __all__ = ["InputError", "prepare_cohort"]
 
+
+def _beside(main, side):
+    """Run ``side()`` in a thread while ``main()`` runs here; both results once both are done (either's
+    error is raised). DuckDB, numpy and pyarrow release the GIL, so the two share the cores."""
+    with ThreadPoolExecutor(1) as pool:
+        side_done = pool.submit(side)
+        result = main()
+        return result, side_done.result()
+
 LAB_DROP_RULES: tuple[tuple[str, str], ...] = (  # (reason, SQL condition), the first that holds applies
     ("invalid_id", "a.subject_id IS NULL OR a.itemid IS NULL"),
     ("missing_time", "a.t IS NULL"),
@@ -161,15 +170,17 @@ class _Pipeline:
         acc.drop(rejects)
         return acc
 
-    def stage(self, name: str, fn) -> None:
+    def stage(self, name: str, fn):
+        """Run ``fn()`` as a timed stage with progress; its result."""
         t0 = time.perf_counter()
         self.progress(name, 0.0)
         try:
-            fn()
+            result = fn()
         except (self.duckdb.IOException, self.duckdb.InvalidInputException) as e:
             raise InputError(self._describe_duckdb_error(e)) from None
         self.progress(name, 1.0)
         self.timings[name] = round(time.perf_counter() - t0, 3)
+        return result
 
     def _describe_duckdb_error(self, e: Exception) -> str:
         first = str(e).strip().splitlines()[0]
@@ -321,10 +332,7 @@ class _Pipeline:
         c.execute("DELETE FROM lab_agg WHERE itemid NOT IN (SELECT itemid FROM lab_tests)")
         acc.used, acc.repaired["censored_value"] = c.execute(
             "SELECT COALESCE(sum(count), 0), COALESCE(sum(n_censored), 0) FROM lab_agg").fetchall()[0]
-        with ThreadPoolExecutor(1) as pool:  # the text in DuckDB beside the table in numpy
-            text_done = pool.submit(self.fork()._lab_text)
-            self._lab_table()
-            text_done.result()
+        _beside(self._lab_table, self.fork()._lab_text)  # the table in numpy, the text in DuckDB
 
     def _attachment_windows(self) -> None:
         """Disjoint time pieces per patient, each owned by the latest-admitted admission whose lab window
@@ -371,7 +379,7 @@ class _Pipeline:
               bool_or(o.censored) AS censored
             FROM lab_obs o SEMI JOIN (SELECT hadm_id, itemid FROM lab_pairs WHERE n_hashes < n_rows) USING (hadm_id, itemid)
             WHERE o.reason IS NULL GROUP BY o.hadm_id, o.itemid, o.t, o.num""")
-        self.con.execute("""CREATE TABLE lab_agg AS SELECT g.* REPLACE (COALESCE(d.count, g.count) AS count,
+        self.con.execute("""CREATE TABLE lab_agg AS SELECT g.* EXCLUDE (n_hashes) REPLACE (COALESCE(d.count, g.count) AS count,
               COALESCE(d.mean, g.mean) AS mean, COALESCE(d.n_censored, g.n_censored) AS n_censored)
             FROM lab_pairs g LEFT JOIN (SELECT hadm_id, itemid, count(*)::INTEGER AS count, avg(num) AS mean,
               count_if(censored) AS n_censored FROM lab_dups GROUP BY hadm_id, itemid) d USING (hadm_id, itemid)""")
@@ -515,14 +523,16 @@ class _Pipeline:
             "labels": f"SELECT c.hadm_id, {', '.join(d.name for d in diseases)} FROM cohort c JOIN labels USING (hadm_id) ORDER BY c.row",
             "splits": "SELECT subject_id, hadm_id, split FROM splits ORDER BY row",
         }
-        with ThreadPoolExecutor(1) as pool:  # pyarrow writes the wide lab table beside DuckDB's writes
-            labs_done = pool.submit(pq.write_table, self.lab_table, out / "labs.parquet", compression="zstd")
+        def copy_tables() -> dict[str, int]:
             rows = {}
             for name, q in queries.items():
                 path = out / f"{name}.parquet"
                 self.con.execute(f"COPY ({q}) TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
                 rows[path.name] = pq.ParquetFile(path).metadata.num_rows
-            labs_done.result()
+            return rows
+
+        # pyarrow writes the wide lab table beside DuckDB's writes
+        rows, _ = _beside(copy_tables, lambda: pq.write_table(self.lab_table, out / "labs.parquet", compression="zstd"))
         return {"labs.parquet": self.lab_table.num_rows, **rows}
 
     def summary(self, diseases: list[Disease]) -> tuple[dict, dict]:
@@ -568,12 +578,9 @@ def prepare_cohort(
         p.stage("admissions", p.admissions)
         p.stage("diagnoses & labels", lambda: p.diagnoses_and_labels(diseases))
         p.stage("patient-level split", lambda: p.splits(diseases))
-        # Notes run beside labs: the LABEVENTS scan decompresses on one core, notes parse on the other.
-        notes_run, notes_status = p.fork(), []
-        with ThreadPoolExecutor(1) as pool:
-            notes_done = pool.submit(notes_run.stage, "notes", lambda: notes_status.append(notes_run.notes()))
-            p.stage("labs", p.labs)
-            notes_done.result()
+        # Notes run beside labs: their sections are cut in Python while DuckDB scans LABEVENTS.
+        notes_run = p.fork()
+        _, notes_status = _beside(lambda: p.stage("labs", p.labs), lambda: notes_run.stage("notes", notes_run.notes))
         for name, acc in p.accounts.items():
             acc.check(name)
         rows: dict[str, int] = {}
@@ -595,7 +602,7 @@ def prepare_cohort(
             "outputs": rows,
             "split_sizes": sizes,
             "prevalence": prevalence,
-            "notes_status": notes_status[0],
+            "notes_status": notes_status,
             "lab_normalization": {"method": "robust", "center": "median", "scale": "IQR/1.349", "clip": LAB_CLIP,
                                   "fitted_on": "train"},
             "timings": {**p.timings, "total": round(time.perf_counter() - t0, 3)},
