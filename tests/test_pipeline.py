@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medfuse.cli import app
-from medfuse.training.compare import slug
+from medfuse.training.compare import best_baseline, slug
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,15 @@ def test_train_evaluate_compare_report(cohort, config_file, tmp_path):
     assert 0.5 < tuned["macro"]["auroc"] <= 1.0
     ci = tuned["bootstrap"]["macro_f1"]
     assert ci["low"] <= tuned["macro"]["f1"] <= ci["high"]
-    assert set(metrics["subgroups"]) == {"without_note", "without_labs", "without_any_text", "note_and_labs"}
+    assert metrics["threshold_rule"]["rule"] == "plateau"
+    subgroups = metrics["subgroups"]
+    assert set(subgroups["modality"]) == {"without_note", "without_labs", "without_any_text", "note_and_labs"}
+    assert {"sex", "age_band"} <= set(subgroups)
+    assert ("race" in subgroups) != ("race" in metrics["subgroups_not_available"])
+    for family in ("sex", "age_band"):
+        assert sum(g["n"] for g in subgroups[family].values()) == metrics["n"]
+        for g in subgroups[family].values():
+            assert g["too_small"] == (g["n_patients"] < 20) or g["reason"].startswith("no label")
     recon = json.loads((run / "labs" / "reconstruction.json").read_text())
     assert recon["hidden_values"] > 100 and set(recon["overall"]) == {"MLTM", "training mean"}
     assert 0.5 < recon["overall"]["training mean"] < 2.0  # about 1 by construction
@@ -97,21 +105,33 @@ def test_train_evaluate_compare_report(cohort, config_file, tmp_path):
         assert [x["settings"] for x in t["trials"]] == [{"dropout": 0.1}, {"dropout": 0.3}]
         assert t["settings"] == max(t["trials"], key=lambda x: x["val_macro_auprc"])["settings"]
         assert t["inherited_from"] is None
-        runs = sorted(p.name for p in (out / "models" / slug(name)).iterdir())
+        runs = sorted(p.name for p in (out / "models" / slug(name)).iterdir() if p.is_dir())
         assert runs == ["seed1", "tune0", "tune1"]  # the chosen trial is seed 0's run
     ablation = rows["MEDFuse w/o Kronecker term"]["tuning"]
     assert ablation["inherited_from"] == "MEDFuse" and ablation["trials"] == []
     assert ablation["settings"] == rows["MEDFuse"]["tuning"]["settings"]
+    assert table["threshold_rule"]["rule"] == "plateau"
+    for name, m in rows.items():  # paired bootstrap of MEDFuse minus every other row, on its first seed
+        assert ("vs_medfuse" in m) == (name != "MEDFuse")
+        assert (out / "models" / slug(name) / "predictions_seed0.parquet").exists()
+    vs = rows["LightGBM (labs)"]["vs_medfuse"]["macro_auprc"]
+    assert vs["low"] <= vs["diff"] <= vs["high"] and 0 < vs["p_one_sided"] <= 1 and vs["n_valid"] == 20
+    seed0 = pq.read_table(out / "models" / slug("MEDFuse") / "predictions_seed0.parquet")
+    assert set(seed0.column("split").to_pylist()) == {"val", "test"}
     md = (out / "compare.md").read_text()
     assert "| LightGBM (labs) |" in md and "tuned on validation" in md and "(as MEDFuse) |" in md
+    assert "Δ macro-AUPRC, MEDFuse − row" in md and f"vs {best_baseline(table)['name']}: " in md
 
     result = invoke("report", run, "--compare", out)
     page = (run / "report.html").read_text()
     assert result.output.strip().endswith("report.html")
-    for heading in ("Cohort", "Baselines and ablations", "ROC and precision-recall curves", "Calibration",
-                    "Training", "Masked lab-test modelling", "Configuration and versions"):
+    for heading in ("Cohort", "Operating points", "Subgroups", "Baselines and ablations",
+                    "ROC and precision-recall curves", "Calibration", "Training", "Masked lab-test modelling",
+                    "Configuration and versions"):
         assert heading in page
-    assert page.count("data:image/png;base64,") >= 5 and "src=\"http" not in page
+    assert "tuned on validation (plateau, tolerance 0.08)" in page and "0.5 for every label" in page
+    assert "alt=\"cohort flow\"" in page and "Δ macro-AUPRC, MEDFuse − row" in page
+    assert page.count("data:image/png;base64,") >= 6 and "src=\"http" not in page
 
 
 def test_commands_refuse_what_is_not_a_cohort_or_run(tmp_path):

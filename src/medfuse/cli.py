@@ -71,6 +71,10 @@ def prepare(
     source: Annotated[str | None, typer.Option("--source", "-s", help="mimic3 or mimic4.")] = None,
     diseases: Annotated[Path | None, typer.Option(help="Diseases TOML (default: configs/diseases.toml).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the patient-level split.")] = None,
+    notes_dir: Annotated[Path | None, typer.Option(
+        help="MIMIC-IV-Note folder (holds note/discharge.csv.gz) when it is not under RAW.")] = None,
+    window_hours: Annotated[float | None, typer.Option(
+        help="Use labs charted up to this many hours after admission (0 = the whole stay).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing cohort folder.")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -79,13 +83,50 @@ def prepare(
     from medfuse.progress import stage_progress
     from medfuse.reporting import print_cohort_summary
 
-    cfg = _config(config, prepare={"source": source, "diseases": str(diseases) if diseases else None, "seed": seed})
+    cfg = _config(config, prepare={"source": source, "diseases": str(diseases) if diseases else None, "seed": seed,
+                                   "notes_dir": str(notes_dir) if notes_dir else None, "window_hours": window_hours})
     try:
         with stage_progress() as progress:
             manifest = prepare_cohort(raw, out, cfg.prepare, overwrite=overwrite, progress=progress)
     except InputError as e:
         _fail(str(e))
     print_cohort_summary(out, manifest)
+
+
+@app.command("audit-notes")
+def audit_notes(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder made by `medfuse prepare`.")],
+    all_headers: Annotated[bool, typer.Option("--all", help="Show every header in the census, not the top 40.")] = False,
+) -> None:
+    """Print the note-header census: every section header seen, its count and whether it was kept or dropped."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from medfuse.data.audit import audit_notes as read_audit
+
+    try:
+        audit = read_audit(cohort)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    console = Console()
+    census = audit.census
+    if census is None:
+        console.print(f"{cohort}: no discharge summaries were sectioned (notes {audit.notes_status})")
+        return
+    table = Table(title=f"note headers in {cohort}")
+    for name, justify in (("header", "left"), ("count", "right"), ("action", "left")):
+        table.add_column(name, justify=justify)
+    rows = audit.rows if all_headers else audit.rows[:40]
+    for header, count, action in rows:
+        table.add_row(header, f"{count:,}", action, style="green" if action.startswith("kept") else None)
+    console.print(table)
+    more, rare = len(audit.rows) - len(rows), census["other_headers"]
+    console.print(
+        f"notes read {audit.notes_read:,}, sectioned {census['notes_sectioned']:,}, without an allowed section "
+        f"{census['notes_without_allowed_section']:,}; headers kept {census['kept']:,}, dropped {census['dropped']:,}, "
+        f"distinct {census['distinct_headers']:,}" + (f"; {more:,} more with --all" if more else "")
+        + (f"; {rare['distinct']:,} rarer headers ({rare['count']:,} seen) are not kept in the manifest"
+           if rare["distinct"] else ""), highlight=False)
 
 
 @app.command("embed-notes")

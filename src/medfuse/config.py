@@ -37,6 +37,8 @@ class PrepareConfig(_Section):
     lab_min_admission_fraction: float = Field(0.05, ge=0.0, le=1.0)
     lab_max_tests: int = Field(64, ge=1)
     lab_hours_before_admission: float = Field(24.0, ge=0.0)
+    window_hours: float = Field(0.0, ge=0.0)  # labs up to ADMITTIME + this many hours; 0 = the whole stay
+    notes_dir: str = ""  # MIMIC-IV-Note folder when it is not under the raw folder; empty = the raw folder
     memory_limit: str = "3GB"
     threads: int = Field(0, ge=0)
 
@@ -133,6 +135,8 @@ class TrainConfig(_Section):
     modality_dropout: float = Field(0.15, ge=0.0, lt=1.0)
     mi_weight: float = Field(0.1, ge=0.0)
     use_kronecker: bool = True
+    skip_connections: bool = True
+    mi_floor: bool = True
     mi_sample: bool = True
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -148,9 +152,13 @@ class TrainConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    """``evaluate``: patient-level bootstrap resamples for the 95% intervals."""
+    """``evaluate``: bootstrap resamples, and the rule tuning decision thresholds on validation (docs/evaluation.md)."""
 
     n_resamples: int = Field(1000, ge=0)
+    threshold_rule: Literal["plateau", "f1_max", "shrunk", "half_best_f1", "fixed"] = "plateau"
+    threshold_tolerance: float = Field(0.08, ge=0.0, le=1.0)
+    threshold_shrinkage: float = Field(10.0, ge=0.0)
+    threshold_min_positives: int = Field(1, ge=1)
 
 
 class CompareConfig(_Section):

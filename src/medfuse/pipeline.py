@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfuse.config import MedfuseConfig, TrainConfig
+from medfuse.config import EvaluateConfig, MedfuseConfig, TrainConfig
 from medfuse.data.cohort import Cohort
 from medfuse.progress import ProgressFn, no_progress
 
@@ -94,7 +94,7 @@ def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, 
               progress: ProgressFn | None = None) -> dict:
     """Run what is missing of ``pretrain-labs`` / ``embed-notes``, then train and tune thresholds on val."""
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.metrics import tune_thresholds
+    from medfuse.training.thresholds import rule_from_config, tune_thresholds
     from medfuse.training.trainer import fit, load_net, predict
 
     progress = progress or no_progress
@@ -108,7 +108,7 @@ def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, 
     net = load_net(run_dir, data, lab_encoder(cfg.train.labs_encoder, labs_run, cfg.train.seed))
     device = resolve_device(cfg.train.device)
     val = data.rows("val")
-    thresholds = tune_thresholds(data.y[val], predict(net.to(device), data, val, device))
+    thresholds = tune_thresholds(data.y[val], predict(net.to(device), data, val, device), **rule_from_config(cfg.evaluate))
     (run_dir / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(data.label_names, map(float, thresholds))), indent=2))
     return {**summary, "run": str(run_dir)}
 
@@ -121,6 +121,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", n_resamples: int = 10
 
     from medfuse.torch_utils import resolve_device
     from medfuse.training.metrics import evaluate_predictions
+    from medfuse.training.subgroups import cohort_subgroups
+    from medfuse.training.thresholds import rule_from_config
     from medfuse.training.trainer import load_net, predict
 
     progress = progress or no_progress
@@ -133,13 +135,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", n_resamples: int = 10
     prob = predict(net.to(device), data, rows, device)
     thresholds = np.array([json.loads((run_dir / THRESHOLDS_FILE).read_text())[n] for n in data.label_names])
     progress(f"evaluate {split}", 0.3, f"{n_resamples} bootstrap resamples")
-    has_note = np.asarray(Cohort(info["cohort"]).table("admissions").column("has_notes").to_pylist())[rows]
-    no_labs = data.lab_missing[rows]
-    metrics = evaluate_predictions(
-        data.y[rows], prob, thresholds, groups=data.subject_ids[rows], label_names=data.label_names,
-        subgroups={"without_note": ~has_note, "without_labs": no_labs, "without_any_text": data.note_missing[rows],
-                   "note_and_labs": has_note & ~no_labs},
-        n_resamples=n_resamples, seed=0)
+    subgroups, not_available = cohort_subgroups(Cohort(info["cohort"]).table("admissions"), rows,
+                                                data.note_missing[rows], data.lab_missing[rows])
+    tuned_with = info["config"].get("evaluate", {})  # runs trained before threshold rules used f1_max
+    rule = rule_from_config(EvaluateConfig.model_validate(tuned_with)) if "threshold_rule" in tuned_with else {"rule": "f1_max"}
+    metrics = evaluate_predictions(data.y[rows], prob, thresholds, groups=data.subject_ids[rows],
+                                   label_names=data.label_names, subgroups=subgroups, n_resamples=n_resamples, seed=0,
+                                   threshold_rule=rule)
+    metrics["subgroups_not_available"] = not_available
     metrics["split"] = split
     (run_dir / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=2))
     columns = {"hadm_id": data.hadm_ids[rows], "subject_id": data.subject_ids[rows]}

@@ -93,3 +93,11 @@ def test_penalty_floors_negative_estimates_at_zero():
     assert out.tolist() == [0.0, 0.0, 1.5]
     out.sum().backward()
     assert est.grad.tolist() == [0.0, 0.0, 1.0]  # no gradient pushes an estimate further below zero
+
+
+def test_penalty_without_floor_passes_negative_estimates_through():
+    est = torch.tensor([-2.5, -0.25, 1.5], requires_grad=True)
+    out = penalty(est, floor=False)
+    assert out.tolist() == [-2.5, -0.25, 1.5]
+    out.sum().backward()
+    assert est.grad.tolist() == [1.0, 1.0, 1.0]

@@ -13,6 +13,7 @@ D_NOTE, D_LAB, T, L = 12, 6, 5, 10
 VARIANTS = [{"kind": k} for k in KINDS] + [
     {"kind": "medfuse", "use_kronecker": False},
     {"kind": "medfuse", "layers": 2, "mi_sample": False},
+    {"kind": "medfuse", "skip_connections": False, "mi_floor": False},
 ]
 
 
@@ -119,11 +120,53 @@ def test_gradients_reach_every_part(variant):
         assert est == [] and "mi" not in parts
         assert model.mi_upper_bound(out).item() == 0.0
         return
-    assert "mi" in parts and parts["loss"] == pytest.approx(parts["bce"] + 0.1 * max(parts["mi"], 0.0), rel=1e-4)
+    mi = max(parts["mi"], 0.0) if variant.get("mi_floor", True) else parts["mi"]
+    assert "mi" in parts and parts["loss"] == pytest.approx(parts["bce"] + 0.1 * mi, rel=1e-4)
     model.zero_grad(set_to_none=True)
     model.estimator_loss(model(**batch)).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in est)
     assert all(p.grad is None for p in model.main_parameters()), "estimator loss must use detached features"
+
+
+def test_skip_connections_switch():
+    """Off: the skip encoders are absent and the dense head sees only [s_a, s_c, s_b] (3d wide); on (the
+    default): it also sees LN(note) and LN(lab_pooled), and the input itself moves the logits directly."""
+    on, off = make_model(d=8, heads=2), make_model(d=8, heads=2, skip_connections=False)
+    assert on.head.inp.in_features == 3 * 8 + D_NOTE + D_LAB
+    assert off.head.inp.in_features == 3 * 8
+    extra = set(on.state_dict()) - set(off.state_dict())
+    assert extra and all(k.startswith(("note_skip.", "lab_skip.")) for k in extra)
+    assert set(off.state_dict()) < set(on.state_dict())
+    assert not hasattr(off, "note_skip") and not hasattr(off, "lab_skip")
+    batch = make_batch()
+    assert off.eval()(**batch).logits.shape == (8, L)
+    with torch.no_grad():  # the head's columns after the first 3d read the skip inputs: cutting them matters
+        ref = on.eval()(**batch).logits
+        on.head.inp.weight[:, 3 * 8:] = 0.0
+        assert not torch.allclose(on(**batch).logits, ref)
+
+
+def test_mi_floor_switch():
+    """With the floor (default) a negative vCLUB estimate adds nothing to the loss; without it the raw
+    estimate is added, so a negative bound lowers the loss and its gradient still flows."""
+    batch, y = make_batch(), (torch.rand(8, L, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+    for floor in (True, False):
+        model = make_model(mi_floor=floor, mi_weight=0.5)
+        model.mi_upper_bound = lambda out, sample=None: out.s_c.sum() * 0.0 - 2.0
+        loss, parts = model.main_loss(model(**batch), y)
+        expected = parts["bce"] if floor else parts["bce"] + 0.5 * -2.0
+        assert parts["mi"] == pytest.approx(-2.0)
+        assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_train_config_switches_reach_the_fusion_config():
+    from medfuse.config import TrainConfig
+    from medfuse.training.trainer import fusion_config
+
+    default = fusion_config(TrainConfig())
+    assert default.skip_connections and default.mi_floor
+    off = fusion_config(TrainConfig(skip_connections=False, mi_floor=False))
+    assert not off.skip_connections and not off.mi_floor
 
 
 def test_modality_dropout_never_hides_both():

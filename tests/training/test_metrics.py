@@ -16,8 +16,9 @@ from medfuse.training.metrics import (
     compute_metrics,
     evaluate_predictions,
     expected_calibration_error,
-    tune_thresholds,
+    paired_bootstrap_difference,
 )
+from medfuse.training.thresholds import tune_thresholds
 
 
 def _data(n: int = 2000, n_labels: int = 6, seed: int = 0, decimals: int | None = 2):
@@ -167,7 +168,7 @@ def test_ece_hand_computed():
 def test_tuned_thresholds_maximise_validation_f1():
     y, p = _data(1500, 5, seed=4)
     y[:, 4] = 0
-    t = tune_thresholds(y, p)
+    t = tune_thresholds(y, p, rule="f1_max")
     assert t[4] == 0.5
     grid = np.linspace(0, 1, 1001)
     for j in range(4):
@@ -184,7 +185,7 @@ def test_tuned_thresholds_maximise_validation_f1():
 
 def test_tuned_thresholds_beat_half_on_validation():
     y, p = _data(3000, 4, seed=5, decimals=None)
-    t = tune_thresholds(y, p)
+    t = tune_thresholds(y, p, rule="f1_max")
     tuned = compute_metrics(y, p, t)["per_label"]
     default = compute_metrics(y, p, 0.5)["per_label"]
     assert all(tuned[k]["f1"] >= default[k]["f1"] for k in tuned)
@@ -293,11 +294,16 @@ def test_evaluate_predictions_structure():
     t = tune_thresholds(y_val, p_val)
     groups = np.arange(1200) // 2
     rng = np.random.default_rng(0)
-    subgroups = {"missing_note": rng.random(1200) < 0.3, "missing_labs": np.zeros(1200, bool)}
-    out = evaluate_predictions(y, p, t, groups, names, subgroups, n_resamples=100, seed=0)
-    assert set(out) == {"n", "n_patients", "n_labels", "label_names", "thresholds", "at_tuned_thresholds",
-                        "at_0.5", "subgroups", "bootstrap_settings"}
+    female = rng.random(1200) < 0.5
+    subgroups = {"modality": {"missing_note": rng.random(1200) < 0.3, "missing_labs": np.zeros(1200, bool)},
+                 "sex": {"F": female, "M": ~female},
+                 "tiny": {"ten_patients": groups < 10, "no_positive": (groups >= 100) & (y[:, :3].sum(axis=1) == 0)}}
+    rule = {"rule": "plateau", "tolerance": 0.08}
+    out = evaluate_predictions(y, p, t, groups, names, subgroups, n_resamples=100, seed=0, threshold_rule=rule)
+    assert set(out) == {"n", "n_patients", "n_labels", "label_names", "threshold_rule", "thresholds",
+                        "at_tuned_thresholds", "at_0.5", "subgroups", "min_subgroup_patients", "bootstrap_settings"}
     _json_ok(out)
+    assert out["threshold_rule"] == rule and out["min_subgroup_patients"] == 20
     assert out["n"] == 1200 and out["n_patients"] == 600 and out["label_names"] == names
     assert out["thresholds"] == {n: float(v) for n, v in zip(names, t)}  # frozen from validation
     assert out["at_tuned_thresholds"]["thresholds"] == out["thresholds"]
@@ -313,16 +319,80 @@ def test_evaluate_predictions_structure():
     assert out["at_0.5"]["bootstrap"]["macro_auroc"] == out["at_tuned_thresholds"]["bootstrap"]["macro_auroc"]
     assert out["at_tuned_thresholds"]["per_label"]["d"]["auroc"] is None
     assert out["at_tuned_thresholds"]["labels_undefined"] == 1
-    sub = out["subgroups"]["missing_note"]
-    mask = subgroups["missing_note"]
+
+    assert list(out["subgroups"]) == ["modality", "sex", "tiny"]
+    sub = out["subgroups"]["modality"]["missing_note"]
+    mask = subgroups["modality"]["missing_note"]
     assert sub["n"] == int(mask.sum()) and sub["n_patients"] == len(np.unique(groups[mask]))
+    assert sub["too_small"] is False and sub["reason"] is None
     expected = compute_metrics(y[mask], p[mask], t, names)
-    assert {k: v for k, v in sub.items() if k not in ("n_patients", "at_0.5")} == expected
-    assert sub["at_0.5"] == compute_metrics(y[mask], p[mask], 0.5, names)
-    assert "bootstrap" not in sub
-    assert out["subgroups"]["missing_labs"]["n"] == 0
-    assert out["subgroups"]["missing_labs"]["macro"]["auroc"] is None
+    assert {k: v for k, v in sub.items() if k in expected} == expected
+    assert {k: v for k, v in sub["at_0.5"].items() if k != "bootstrap"} == compute_metrics(y[mask], p[mask], 0.5, names)
+    # the subgroup's interval: a bootstrap of its own patients, the same as bootstrap_metrics on its rows
+    own = bootstrap_metrics(y[mask], p[mask], t, groups[mask], n_resamples=100, seed=0, label_names=names)
+    assert set(sub["bootstrap"]) == {"macro_f1", "micro_f1", "macro_auprc", "macro_auroc"}
+    for key, ci in sub["bootstrap"].items():
+        assert ci == pytest.approx(own[key]), key
+    for name, g in out["subgroups"]["sex"].items():
+        assert g["too_small"] is False and g["n"] == int(subgroups["sex"][name].sum())
+    assert out["subgroups"]["sex"]["F"]["n"] + out["subgroups"]["sex"]["M"]["n"] == 1200
+    # too small: reported with counts and a reason, no metrics
+    assert out["subgroups"]["modality"]["missing_labs"] == {"n": 0, "n_patients": 0, "too_small": True,
+                                                            "reason": "no admissions"}
+    assert out["subgroups"]["tiny"]["ten_patients"] == {"n": 20, "n_patients": 10, "too_small": True,
+                                                        "reason": "10 patients, fewer than 20"}
+    none = out["subgroups"]["tiny"]["no_positive"]
+    assert none["too_small"] and none["reason"] == "no label has both positive and negative admissions"
+    assert none["n_patients"] >= 20
     assert out["bootstrap_settings"]["n_resamples"] == 100 and out["bootstrap_settings"]["unit"] == "patient"
+    fewer = evaluate_predictions(y, p, t, groups, names, subgroups, n_resamples=0, min_subgroup_patients=5)
+    assert fewer["subgroups"]["tiny"]["ten_patients"]["too_small"] is False
+
+
+# ---------------------------------------------------------------------------------- paired bootstrap
+def test_paired_difference_of_identical_models_is_zero_with_p_one():
+    y, p = _data(600, 4, seed=14)
+    g = np.arange(600) // 3
+    d = paired_bootstrap_difference(y, p, p, 0.4, 0.4, g, n_resamples=200, seed=1)
+    assert set(d) == {"macro_auprc", "macro_f1"}
+    for m in d.values():
+        assert m["diff"] == 0 and m["low"] == 0 and m["high"] == 0
+        assert m["p_one_sided"] == 1.0 and m["n_valid"] == 200
+    _json_ok(d)
+
+
+def test_paired_difference_of_a_clearly_better_model():
+    y, p = _data(800, 5, seed=15)
+    rng = np.random.default_rng(2)
+    worse = np.clip(p + rng.normal(0, 0.25, p.shape), 0, 1)  # the same model with noise added
+    g = np.arange(800) // 2
+    d = paired_bootstrap_difference(y, p, worse, 0.4, 0.4, g, n_resamples=300, seed=0)
+    auprc = d["macro_auprc"]
+    expected = compute_metrics(y, p)["macro"]["auprc"] - compute_metrics(y, worse)["macro"]["auprc"]
+    assert auprc["diff"] == pytest.approx(expected) and auprc["diff"] > 0.05
+    assert auprc["p_one_sided"] < 0.05 and auprc["p_one_sided"] >= 1 / 301
+    for m in d.values():
+        assert m["low"] <= m["diff"] <= m["high"]
+    # reversed: the difference flips sign and p is about 1
+    r = paired_bootstrap_difference(y, worse, p, 0.4, 0.4, g, n_resamples=300, seed=0)["macro_auprc"]
+    assert r["diff"] == pytest.approx(-auprc["diff"]) and r["p_one_sided"] > 0.95
+    assert (r["low"], r["high"]) == pytest.approx((-auprc["high"], -auprc["low"]))
+
+
+def test_paired_difference_uses_the_resamples_of_bootstrap_metrics():
+    """Against a perfect model (AUPRC 1 and F1 1 in every resample with all labels present) the differences
+    are the resampled metrics minus 1, so their percentiles are bootstrap_metrics' minus 1."""
+    y, p = _data(500, 3, seed=16)
+    y[:60] = 1  # every label common enough to be present in every resample
+    g = np.arange(500) // 2
+    perfect = y.astype(float)
+    d = paired_bootstrap_difference(y, p, perfect, 0.3, 0.5, g, n_resamples=150, seed=7)
+    b = bootstrap_metrics(y, p, 0.3, g, n_resamples=150, seed=7)
+    for key in ("macro_auprc", "macro_f1"):
+        assert d[key]["n_valid"] == b[key]["n_valid"] == 150
+        assert d[key]["diff"] == pytest.approx(b[key]["value"] - 1)
+        assert d[key]["low"] == pytest.approx(b[key]["low"] - 1, abs=1e-12)
+        assert d[key]["high"] == pytest.approx(b[key]["high"] - 1, abs=1e-12)
 
 
 def test_importing_metrics_and_plots_does_not_import_matplotlib_or_sklearn():

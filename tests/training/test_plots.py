@@ -103,3 +103,34 @@ print("matplotlib.pyplot" in sys.modules, matplotlib.rcParams["backend"])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "MPLBACKEND": "pdf"})
     assert out.stdout.split() == ["False", "pdf"]  # no pyplot, the caller's backend left alone
+
+
+def _texts(fig) -> list[str]:
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def test_cohort_flow_counts_are_the_manifests(mimic3_cohort, tmp_path):
+    import copy
+    import json
+
+    manifest = json.loads((mimic3_cohort / "manifest.json").read_text())
+    sizes, adm = manifest["split_sizes"], manifest["tables"]["admissions"]
+    text = "\n".join(_texts(plots.cohort_flow_figure(manifest, with_notes=0, with_labs=117)))
+    assert f"Admissions read: {adm['read']:,}" in text
+    assert f"Excluded: {adm['read'] - sizes['all']['admissions']:,} admissions" in text
+    assert f"In the cohort: {sizes['all']['admissions']:,} admissions\n{sizes['all']['patients']:,} patients" in text
+    assert "with a note: 0\nwith lab results: 117" in text
+    for split in ("train", "val", "test"):
+        assert f"{split}\n{sizes[split]['admissions']:,} admissions\n{sizes[split]['patients']:,} patients" in text
+    assert sum(sizes[s]["admissions"] for s in ("train", "val", "test")) == sizes["all"]["admissions"]
+    # exclusions by reason, and whatever the reasons do not account for as "other"
+    dropped = copy.deepcopy(manifest)
+    dropped["tables"]["admissions"].update(read=adm["read"] + 1210, dropped={"no_patient": 1200, "bad_times": 4})
+    text = "\n".join(_texts(plots.cohort_flow_figure(dropped)))
+    assert f"Admissions read: {adm['read'] + 1210:,}" in text
+    assert "Excluded: 1,210 admissions\nno patient: 1,200\nbad times: 4\nother: 6" in text
+    assert "with a note" not in text
+    png = plots.cohort_flow(manifest, path=tmp_path / "flow.png")
+    assert (tmp_path / "flow.png").read_bytes() == png and _png_size(png) == (800, 520)

@@ -27,14 +27,14 @@ import pyarrow.parquet as pq
 from medfuse import __version__
 from medfuse.config import PrepareConfig, config_hash
 from medfuse.data.diseases import ICD_CODE_REGEX, Disease, load_diseases
+from medfuse.data.prepare_notes import section_notes
 from medfuse.data.raw import SPECS, InputError, RawFile, locate
-from medfuse.data.sections import ALLOWED_SECTIONS, extract_sections
+from medfuse.data.sections import ALLOWED_SECTIONS
 from medfuse.data.splits import SPLIT_NAMES, stratified_split
 from medfuse.progress import ProgressFn, no_progress
 
 SCHEMA_VERSION = 1
 LAB_CLIP = 5.0
-NOTE_BATCH_ROWS = 2048
 
 __all__ = ["InputError", "prepare_cohort"]
 
@@ -56,7 +56,18 @@ LAB_DROP_RULES: tuple[tuple[str, str], ...] = (  # (reason, SQL condition), the 
     ("outside_any_admission", "a.from_window AND a.hadm_id IS NULL"),
     ("admission_not_in_cohort", "c.hadm_id IS NULL"),
     ("outside_admission_window", "a.t < c.win_start OR a.t > c.dischtime"),
+    ("after_prediction_window", "a.t > c.win_end"),
 )
+
+RACE_GROUPS: tuple[tuple[str, str], ...] = (  # (group, SQL condition on the upper-cased raw value {r}), first match
+    ("UNKNOWN", "{r} = '' OR {r} LIKE 'UNKNOWN%' OR {r} LIKE 'UNABLE TO OBTAIN%' OR {r} LIKE '%DECLINED%'"),
+    ("WHITE", "{r} LIKE 'WHITE%' OR {r} = 'PORTUGUESE'"),
+    ("BLACK", "{r} LIKE 'BLACK%'"),
+    ("HISPANIC/LATINO", "{r} LIKE 'HISPANIC%' OR {r} LIKE 'SOUTH AMERICAN%'"),
+    ("ASIAN", "{r} LIKE 'ASIAN%'"),
+)
+"""Broad race / ethnicity groups of ADMISSIONS.ETHNICITY (MIMIC-III) or admissions.race (MIMIC-IV);
+any other value is OTHER."""
 
 
 @dataclass
@@ -102,7 +113,9 @@ class _Pipeline:
         self.con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")  # polled only
         self.accounts: dict[str, RowAccount] = {}
         self.timings: dict[str, float] = {}
-        self.files: dict[str, RawFile | None] = {name: locate(raw, cfg.source, name) for name in SPECS[cfg.source]}
+        notes_dir = Path(cfg.notes_dir) if cfg.notes_dir else None
+        self.files: dict[str, RawFile | None] = {name: locate(raw, cfg.source, name, notes_dir)
+                                                 for name in SPECS[cfg.source]}
 
     # -- helpers -----------------------------------------------------------------------------
     def fork(self) -> _Pipeline:
@@ -134,6 +147,10 @@ class _Pipeline:
             thread.join()
             self.timings[stage] = round(time.perf_counter() - t0, 3)
 
+    def account(self, name: str) -> RowAccount:
+        """The row account of raw table ``name``, created empty on first use."""
+        return self.accounts.setdefault(name, RowAccount())
+
     def scalar(self, query: str):
         return self.con.execute(query).fetchall()[0][0]
 
@@ -149,7 +166,8 @@ class _Pipeline:
         names = "[" + ", ".join(f"'{h}'" for h in f.header) + "]"
         path = str(f.path).replace("'", "''")
         spec = SPECS[self.cfg.source][name]
-        columns = ", ".join(f'"{raw}" AS {ours}' for ours, raw in spec.columns.items())
+        columns = ", ".join(f'"{raw}" AS {ours}' if raw in f.header else f"NULL::VARCHAR AS {ours}"
+                            for ours, raw in spec.columns.items())  # only an optional column may be absent
         # A larger line limit only where needed: it slows the LABEVENTS scan by a quarter.
         long_rows = ", max_line_size=16777216" if spec.long_rows else ""
         return (
@@ -160,7 +178,7 @@ class _Pipeline:
 
     def start_account(self, name: str, table: str) -> RowAccount:
         """Account for ``table`` (loaded from raw table ``name``): rows loaded plus rows the parser rejected."""
-        acc = self.accounts.setdefault(name, RowAccount())
+        acc = self.account(name)
         acc.read = self.scalar(f"SELECT count(*) FROM {table}")
         rejects = self.counts(
             f"SELECT CASE WHEN error_type = 'INVALID ENCODING' THEN 'invalid_utf8' ELSE 'malformed_csv_row' END, "
@@ -210,7 +228,7 @@ class _Pipeline:
 
         c.execute(f"""CREATE TABLE admissions_raw AS SELECT TRY_CAST(subject_id AS BIGINT) AS subject_id,
             TRY_CAST(hadm_id AS BIGINT) AS hadm_id, TRY_CAST(admittime AS TIMESTAMP) AS admittime,
-            TRY_CAST(dischtime AS TIMESTAMP) AS dischtime FROM {self.read_csv('admissions')}""")
+            TRY_CAST(dischtime AS TIMESTAMP) AS dischtime, race FROM {self.read_csv('admissions')}""")
         self.start_account("admissions", "admissions_raw")
         c.execute("""CREATE TABLE admissions_rows AS SELECT a.*, CASE
               WHEN a.subject_id IS NULL OR a.hadm_id IS NULL THEN 'invalid_id'
@@ -257,13 +275,23 @@ class _Pipeline:
             age = "epoch(a.admittime - p.dob) / (365.2425 * 86400)"
         else:
             age = "p.anchor_age + year(a.admittime) - p.anchor_year"
-        h = float(self.cfg.lab_hours_before_admission)
+        h, w = float(self.cfg.lab_hours_before_admission), float(self.cfg.window_hours)
+        win_end = "a.dischtime"  # labs after win_end are dropped: after_prediction_window
+        if w:
+            win_end = f"least(a.dischtime, a.admittime + to_microseconds(CAST({w} * 3600e6 AS BIGINT)))"
+        race_column = SPECS[self.cfg.source]["admissions"].columns["race"]
+        if race_column in self.files["admissions"].header:  # an empty value is UNKNOWN; no column at all is NULL
+            r = "upper(trim(COALESCE(a.race, '')))"
+            groups = " ".join(f"WHEN {cond.format(r=r)} THEN '{g}'" for g, cond in RACE_GROUPS)
+            race = f"CASE {groups} ELSE 'OTHER' END"
+        else:
+            race = "NULL::VARCHAR"
         c.execute(f"""CREATE TABLE cohort AS SELECT
               row_number() OVER (ORDER BY a.subject_id, a.admittime, a.hadm_id) - 1 AS row,
               a.subject_id, a.hadm_id, a.admittime, a.dischtime,
               round(least({age}, 90), 2)::DOUBLE AS age,
-              CASE WHEN p.sex IN ('F', 'M') THEN p.sex END AS sex,
-              a.admittime - to_microseconds(CAST({h} * 3600e6 AS BIGINT)) AS win_start
+              CASE WHEN p.sex IN ('F', 'M') THEN p.sex END AS sex, {race} AS race, a.race AS race_raw,
+              a.admittime - to_microseconds(CAST({h} * 3600e6 AS BIGINT)) AS win_start, {win_end} AS win_end
             FROM admissions_rows a JOIN patients p USING (subject_id) WHERE a.reason IS NULL""")
         adm.used = self.scalar("SELECT count(*) FROM cohort")
         adm.repaired["age_capped_at_90"] = self.scalar(f"""SELECT count(*) FROM admissions_rows a
@@ -446,74 +474,11 @@ class _Pipeline:
             FROM lab_agg a JOIN lab_tests t USING (itemid) JOIN cohort c USING (hadm_id)
             WHERE a.abnormal_num IS NOT NULL GROUP BY c.row, a.hadm_id""")
 
-    def notes(self) -> str:
-        """Extract the allowed sections of discharge summaries; returns the notes status."""
-        f = self.files["notes"]
-        acc = self.accounts.setdefault("notes", RowAccount())
-        if f is None or not f.has_rows:
-            self.con.execute("CREATE TABLE notes (row BIGINT, hadm_id BIGINT, n_notes INTEGER, "
-                             + ", ".join(f"{s} VARCHAR" for s in ALLOWED_SECTIONS) + ")")
-            return "missing" if f is None else "empty"
-        if self.cfg.source == "mimic3":
-            kind = "lower(trim(category)) = 'discharge summary'"
-            error = "trim(COALESCE(iserror, '')) NOT IN ('', '0')"
-        else:
-            kind, error = "true", "false"
-        # Each note's drop reason is set as it is read; the text is kept only for the notes used.
-        self.sql(f"""CREATE TABLE note_rows AS
-            WITH typed AS (
-              SELECT TRY_CAST(hadm_id AS BIGINT) AS hadm_id, TRY_CAST(chartdate AS TIMESTAMP) AS t,
-                {kind} AS is_discharge, {error} AS is_error, text
-              FROM {self.read_csv('notes')}),
-            classified AS (
-              SELECT n.hadm_id, n.t, n.text, CASE
-                WHEN NOT n.is_discharge THEN 'not_discharge_summary'
-                WHEN n.is_error THEN 'marked_error'
-                WHEN n.hadm_id IS NULL THEN 'missing_admission_id'
-                WHEN c.hadm_id IS NULL THEN 'admission_not_in_cohort'
-                WHEN n.text IS NULL OR trim(n.text) = '' THEN 'empty_text'
-              END AS reason FROM typed n LEFT JOIN cohort c USING (hadm_id))
-            SELECT hadm_id, t, CASE WHEN reason IS NULL THEN text END AS text, reason FROM classified
-            """, stage="notes: read")
-        self.start_account("notes", "note_rows")
-        acc.drop(self.counts("SELECT reason, count(*) FROM note_rows GROUP BY reason"))
-        total = self.scalar("SELECT count(*) FROM note_rows WHERE reason IS NULL")
-        reader = self.con.sql(
-            "SELECT hadm_id, t, rowid AS rid, text FROM note_rows WHERE reason IS NULL").to_arrow_reader(NOTE_BATCH_ROWS)
-        parts: dict[str, list] = {"hadm_id": [], "t": [], "rid": [], **{s: [] for s in ALLOWED_SECTIONS}}
-        done = no_sections = 0
-        for batch in reader:
-            d = batch.to_pydict()
-            for hadm_id, t, rid, text in zip(d["hadm_id"], d["t"], d["rid"], d["text"]):
-                found = extract_sections(text)
-                if not found:
-                    no_sections += 1
-                    continue
-                parts["hadm_id"].append(hadm_id)
-                parts["t"].append(t)
-                parts["rid"].append(rid)
-                for s in ALLOWED_SECTIONS:
-                    parts[s].append(found.get(s))
-            done += batch.num_rows
-            self.progress("notes: sections", done / max(total, 1))
-        self.con.execute("DROP TABLE note_rows")
-        acc.drop({"no_allowed_section": no_sections})
-        acc.used = total - no_sections
-        sections = pa.table(parts, schema=pa.schema(
-            [("hadm_id", pa.int64()), ("t", pa.timestamp("us")), ("rid", pa.int64())]
-            + [(s, pa.string()) for s in ALLOWED_SECTIONS]))
-        self.con.register("note_sections", sections)
-        aggs = ", ".join(f"string_agg({s}, '\n' ORDER BY t, rid) AS {s}" for s in ALLOWED_SECTIONS)
-        self.con.execute(f"""CREATE TABLE notes AS SELECT c.row, n.hadm_id, count(*)::INTEGER AS n_notes, {aggs}
-            FROM note_sections n JOIN cohort c USING (hadm_id) GROUP BY c.row, n.hadm_id""")
-        self.con.unregister("note_sections")
-        return "present"
-
     def write(self, out: Path, diseases: list[Disease]) -> dict[str, int]:
         """Write every cohort table as Parquet in cohort row order; returns rows per file."""
         sections = ", ".join(ALLOWED_SECTIONS)
         queries = {
-            "admissions": """SELECT c.subject_id, c.hadm_id, c.admittime, c.dischtime, c.age, c.sex,
+            "admissions": """SELECT c.subject_id, c.hadm_id, c.admittime, c.dischtime, c.age, c.sex, c.race, c.race_raw,
                 COALESCE(l.has_labs, false) AS has_labs, n.hadm_id IS NOT NULL AS has_notes
                 FROM cohort c LEFT JOIN (SELECT DISTINCT hadm_id, true AS has_labs FROM lab_agg) l USING (hadm_id)
                 LEFT JOIN notes n USING (hadm_id) ORDER BY c.row""",
@@ -580,7 +545,8 @@ def prepare_cohort(
         p.stage("patient-level split", lambda: p.splits(diseases))
         # Notes run beside labs: their sections are cut in Python while DuckDB scans LABEVENTS.
         notes_run = p.fork()
-        _, notes_status = _beside(lambda: p.stage("labs", p.labs), lambda: notes_run.stage("notes", notes_run.notes))
+        _, (notes_status, census) = _beside(lambda: p.stage("labs", p.labs),
+                                            lambda: notes_run.stage("notes", lambda: section_notes(notes_run)))
         for name, acc in p.accounts.items():
             acc.check(name)
         rows: dict[str, int] = {}
@@ -603,6 +569,13 @@ def prepare_cohort(
             "split_sizes": sizes,
             "prevalence": prevalence,
             "notes_status": notes_status,
+            "notes_census": census,
+            "prediction_window": {
+                "hours": cfg.window_hours or None,
+                "description": (f"labs charted up to {cfg.window_hours:g} h after admission" if cfg.window_hours
+                                else "the whole stay") + f" (from {cfg.lab_hours_before_admission:g} h before "
+                "admission); notes are not time-cut: their four kept sections describe the state at admission",
+            },
             "lab_normalization": {"method": "robust", "center": "median", "scale": "IQR/1.349", "clip": LAB_CLIP,
                                   "fitted_on": "train"},
             "timings": {**p.timings, "total": round(time.perf_counter() - t0, 3)},

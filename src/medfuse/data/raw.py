@@ -27,6 +27,7 @@ class TableSpec:
     columns: dict[str, str]  # our name -> raw column name (lower-case)
     required: bool = True
     long_rows: bool = False  # rows may exceed DuckDB's default 2 MB line limit (free text)
+    optional: tuple[str, ...] = ()  # our names of columns that may be absent (then read as NULL)
 
 
 SPECS: dict[str, dict[str, TableSpec]] = {
@@ -34,7 +35,9 @@ SPECS: dict[str, dict[str, TableSpec]] = {
         "patients": TableSpec("PATIENTS", {"subject_id": "subject_id", "gender": "gender", "dob": "dob"}),
         "admissions": TableSpec(
             "ADMISSIONS",
-            {"subject_id": "subject_id", "hadm_id": "hadm_id", "admittime": "admittime", "dischtime": "dischtime"},
+            {"subject_id": "subject_id", "hadm_id": "hadm_id", "admittime": "admittime", "dischtime": "dischtime",
+             "race": "ethnicity"},
+            optional=("race",),
         ),
         "diagnoses": TableSpec("DIAGNOSES_ICD", {"subject_id": "subject_id", "hadm_id": "hadm_id", "icd_code": "icd9_code"}),
         "labitems": TableSpec("D_LABITEMS", {"itemid": "itemid", "label": "label", "fluid": "fluid", "category": "category"}),
@@ -62,7 +65,9 @@ SPECS: dict[str, dict[str, TableSpec]] = {
         ),
         "admissions": TableSpec(
             "hosp/admissions",
-            {"subject_id": "subject_id", "hadm_id": "hadm_id", "admittime": "admittime", "dischtime": "dischtime"},
+            {"subject_id": "subject_id", "hadm_id": "hadm_id", "admittime": "admittime", "dischtime": "dischtime",
+             "race": "race"},
+            optional=("race",),
         ),
         "diagnoses": TableSpec(
             "hosp/diagnoses_icd",
@@ -121,10 +126,24 @@ def _probe(path: Path) -> tuple[list[str], bool]:
     return names, bool(rest.strip())
 
 
-def locate(root: Path, source: str, name: str) -> RawFile | None:
-    """Find and probe one raw table; ``None`` for a missing optional table."""
+def find_notes(notes_dir: Path, stem: str) -> Path:
+    """The notes table in a folder of its own (MIMIC-IV-Note ships apart from MIMIC-IV): ``notes_dir``
+    may hold ``note/discharge.csv.gz`` (the ``mimic-iv-note/2.2`` folder) or ``discharge.csv.gz`` itself."""
+    if not notes_dir.is_dir():
+        raise InputError(f"{notes_dir}: notes folder not found")
+    name = Path(stem).name
+    for folder in dict.fromkeys((notes_dir / Path(stem).parent, notes_dir)):
+        path = find_file(folder, name)
+        if path is not None:
+            return path
+    raise InputError(f"{notes_dir}: no {stem}.csv.gz or {name}.csv.gz in the notes folder (plain .csv is accepted too)")
+
+
+def locate(root: Path, source: str, name: str, notes_dir: Path | None = None) -> RawFile | None:
+    """Find and probe one raw table; ``None`` for a missing optional table. With ``notes_dir``, the notes
+    table is read from there (and must exist) instead of from ``root``."""
     spec = SPECS[source][name]
-    path = find_file(root, spec.stem)
+    path = find_notes(notes_dir, spec.stem) if notes_dir is not None and name == "notes" else find_file(root, spec.stem)
     if path is None:
         if spec.required:
             raise InputError(f"{root / spec.stem}.csv.gz: required file not found (plain .csv is accepted too)")
@@ -134,7 +153,7 @@ def locate(root: Path, source: str, name: str) -> RawFile | None:
         if spec.required:
             raise InputError(f"{path}: required table is empty (header only)")
         return RawFile(path, header, False)
-    missing = [raw for raw in spec.columns.values() if raw not in header]
+    missing = [raw for ours, raw in spec.columns.items() if raw not in header and ours not in spec.optional]
     if missing:
         raise InputError(f"{path}: missing required column {missing[0].upper()!r} (found: {', '.join(header)})")
     return RawFile(path, header, True)

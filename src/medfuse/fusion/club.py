@@ -22,13 +22,13 @@ import torch
 from torch import Tensor, nn
 
 
-def penalty(estimate: Tensor) -> Tensor:
-    """The MI term the main model minimises: the vCLUB estimate, floored at zero.
+def penalty(estimate: Tensor, floor: bool = True) -> Tensor:
+    """The MI term the main model minimises: the vCLUB estimate, floored at zero (``floor=False``: as is).
 
     Mutual information is never negative; a negative estimate only means ``q`` lags behind the
     features, and following it would train them to fool ``q`` rather than to share less.
     """
-    return estimate.clamp_min(0.0)
+    return estimate.clamp_min(0.0) if floor else estimate
 
 
 class CLUBEstimator(nn.Module):

@@ -19,8 +19,8 @@ MEDFuse (``kind="medfuse"``), with ``d`` the common width and ``k = note_tokens`
 
 The last two inputs are skip connections around the fusion: the dense block also sees the
 LayerNormed inputs themselves, so the disentangled features add to what a plain concatenation has
-rather than replace it. The vCLUB bound ``I([s_a; s_b]; s_c)``, floored at 0, is the
-mutual-information penalty. ``use_kronecker=False``
+rather than replace it (``skip_connections=False`` drops them). The vCLUB bound ``I([s_a; s_b]; s_c)``,
+floored at 0 (``mi_floor=False``: not floored), is the mutual-information penalty. ``use_kronecker=False``
 replaces C by ``d+1`` learned query tokens plus ``Linear(2d, d)([s_a; s_b])``.
 """
 
@@ -56,6 +56,8 @@ class FusionConfig:
     mi_logvar_bound: float = 1.0  # logvar = bound * tanh(.)
     mi_sample: bool = True  # sampled O(N) negatives (vCLUB-S) instead of all pairs
     use_kronecker: bool = True  # False = the "no Kronecker term" ablation
+    skip_connections: bool = True  # False = the dense head sees only s_a, s_c, s_b (no LN(note), LN(lab_pooled))
+    mi_floor: bool = True  # False = the penalty is the raw vCLUB estimate, negative values included
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -220,7 +222,7 @@ class FusionBase(nn.Module):
             mi = self.mi_upper_bound(out)
             parts["mi"] = mi.item()
             if self.cfg.mi_weight > 0:
-                loss = loss + self.cfg.mi_weight * penalty(mi)
+                loss = loss + self.cfg.mi_weight * penalty(mi, self.cfg.mi_floor)
         parts["loss"] = loss.item()
         return loss, parts
 
@@ -250,8 +252,10 @@ class MEDFuse(FusionBase):
             Block(d, cfg.heads, cfg.dropout, cross=True) for _ in range(cfg.layers)
         )
         # skip connections: the LayerNormed inputs themselves also reach the dense block
-        self.note_skip, self.lab_skip = VectorEncoder(d_note), VectorEncoder(d_pool)
-        self.head = DenseHead(3 * d + d_note + d_pool, cfg.dense_hidden, cfg.dense_layers, n_labels, cfg.dropout)
+        if cfg.skip_connections:
+            self.note_skip, self.lab_skip = VectorEncoder(d_note), VectorEncoder(d_pool)
+        skip_width = d_note + d_pool if cfg.skip_connections else 0
+        self.head = DenseHead(3 * d + skip_width, cfg.dense_hidden, cfg.dense_layers, n_labels, cfg.dropout)
         self.club = CLUBEstimator(2 * d, d, cfg.mi_hidden, cfg.mi_logvar_bound)
 
     def forward(
@@ -295,8 +299,10 @@ class MEDFuse(FusionBase):
         for block in self.cross_blocks:
             c = block(c, ctx, ctx_keep)
         s_c = self.ln_c(c).mean(1)
-        skip = [self.note_skip(note, note_missing), self.lab_skip(lab_pooled, lab_missing)]
-        logits = self.head(torch.cat([s_a, s_c, s_b, *skip], 1))
+        features = [s_a, s_c, s_b]
+        if self.cfg.skip_connections:
+            features += [self.note_skip(note, note_missing), self.lab_skip(lab_pooled, lab_missing)]
+        logits = self.head(torch.cat(features, 1))
         return ModelOutput(logits, s_a, s_b, s_c)
 
     def estimator_parameters(self) -> list[nn.Parameter]:

@@ -5,7 +5,12 @@ budget, schedule and early-stopping rule (validation macro-AUPRC) and gets the s
 combination of ``compare.grid`` is trained with the first seed and the best on validation macro-AUPRC
 is kept for every seed (MEDFuse's ablations and lambda sweep reuse MEDFuse's choice). The classical
 models choose their hyper-parameters on the same validation split. Thresholds are tuned on validation
-for every model, then frozen for test.
+for every model (``evaluate.threshold_rule``), then frozen for test.
+
+MEDFuse is compared with every other row by a paired patient-level bootstrap of the test difference
+(MEDFuse minus the row) in macro-AUPRC and macro-F1, both models' first seed, on the same resamples.
+The first seed's validation and test probabilities of every row are kept in
+``models/<slug>/predictions_seed0.parquet`` so the differences can be recomputed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from medfuse.progress import ProgressFn, no_progress
 HEADLINE = ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")
 SINGLE_MODALITY = ("labs_only", "notes_only")
 INHERITS_MEDFUSE = ("ablation", "lambda sweep")  # groups that reuse MEDFuse's tuned settings
+BASELINE_GROUPS = ("labs only", "notes only", "fusion")  # rows MEDFuse's "vs best baseline" is taken among
+PREDICTIONS_FILE = "predictions_seed0.parquet"
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,8 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
     from medfuse.pipeline import lab_encoder, run_inputs
     from medfuse.torch_utils import resolve_device
     from medfuse.training.classical import lightgbm_labs, tfidf_logreg
-    from medfuse.training.metrics import compute_metrics, evaluate_predictions, tune_thresholds
+    from medfuse.training.metrics import compute_metrics, evaluate_predictions
+    from medfuse.training.thresholds import rule_from_config, tune_thresholds
     from medfuse.training.trainer import fit, load_net, macro_auprc, predict
 
     progress = progress or no_progress
@@ -101,6 +109,8 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
                                           len(tuning_grid(cfg.compare.grid, v.train["kind"])) - 1) for v in chosen)
     done = 0  # runs started, for the progress label
     medfuse_settings: dict = {}  # MEDFuse's validation choice, reused by its ablations and lambda sweep
+    rule = rule_from_config(cfg.evaluate)
+    first_seed: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # row name -> (probabilities, thresholds)
 
     def neural(v: Variant, settings: dict, seed: int, run_dir: Path, label: str) -> np.ndarray:
         """Train one neural row with ``settings`` and ``seed``; its val and test probabilities."""
@@ -150,11 +160,13 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
                 t0 -= trained_seconds
             else:
                 prob = neural(v, settings, seed, out / "models" / slug(v.name) / f"seed{seed}", f"{v.name}, seed {seed}")
-            thresholds = tune_thresholds(data.y[val], prob[val])
+            thresholds = tune_thresholds(data.y[val], prob[val], **rule)
             metrics = compute_metrics(data.y[test], prob[test], thresholds, data.label_names)
             runs.append({"seed": seed, "seconds": round(time.perf_counter() - t0, 2),
                          **headline(metrics)})
             if k == 0:
+                first_seed[v.name] = (prob, thresholds)
+                save_predictions(out / "models" / slug(v.name) / PREDICTIONS_FILE, data, prob, thresholds, (val, test))
                 boot = evaluate_predictions(data.y[test], prob[test], thresholds, groups=data.subject_ids[test],
                                             label_names=data.label_names, n_resamples=cfg.compare.n_resamples,
                                             seed=0)["at_tuned_thresholds"]["bootstrap"]
@@ -164,11 +176,60 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
         results.append({"name": v.name, "group": v.group, "train": v.train, "classical": v.classical,
                         "tuning": tuning, "runs": runs, "summary": summary,
                         "bootstrap_seed0": {m: boot.get(m) for m in HEADLINE}})
+    if "MEDFuse" in first_seed:
+        from medfuse.training.metrics import paired_bootstrap_difference
+
+        p_med, t_med = first_seed["MEDFuse"]
+        for r in results:
+            if r["name"] != "MEDFuse":
+                p_row, t_row = first_seed[r["name"]]
+                r["vs_medfuse"] = paired_bootstrap_difference(
+                    data.y[test], p_med[test], p_row[test], t_med, t_row, data.subject_ids[test],
+                    n_resamples=cfg.compare.n_resamples, seed=0, label_names=data.label_names)
     table = {"cohort": str(cohort.path.resolve()), "split": "test", "seeds": cfg.compare.seeds,
-             "n_resamples": cfg.compare.n_resamples, "grid": cfg.compare.grid, "models": results}
+             "n_resamples": cfg.compare.n_resamples, "threshold_rule": rule, "grid": cfg.compare.grid,
+             "models": results}
     (out / "compare.json").write_text(json.dumps(table, indent=2))
     (out / "compare.md").write_text(comparison_markdown(table))
     return table
+
+
+def save_predictions(path: Path, data, prob: np.ndarray, thresholds: np.ndarray, splits: tuple) -> None:
+    """The validation and test rows of one model as Parquet: ids, split, and per label prob / pred / true."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = np.concatenate(splits)
+    columns = {"hadm_id": data.hadm_ids[rows], "subject_id": data.subject_ids[rows],
+               "split": np.repeat(["val", "test"], [len(s) for s in splits])}
+    for j, name in enumerate(data.label_names):
+        columns[f"{name}__prob"] = prob[rows, j]
+        columns[f"{name}__pred"] = prob[rows, j] >= thresholds[j]
+        columns[f"{name}__true"] = data.y[rows, j].astype(np.int8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+
+
+def best_baseline(table: dict) -> dict | None:
+    """The row of :data:`BASELINE_GROUPS` with the best mean test macro-AUPRC (``None`` without one)."""
+    rows = [r for r in table["models"] if r["group"] in BASELINE_GROUPS]
+    return max(rows, key=lambda r: r["summary"]["macro_auprc"]["mean"]) if rows else None
+
+
+def delta_text(d: dict | None, p_value: bool = True) -> str:
+    """``"+0.003 [-0.010, +0.020], p = 0.230"`` for a paired difference; ``"–"`` when there is none."""
+    if not d or d.get("diff") is None or d.get("low") is None:
+        return "–"
+    return f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" + (f", p = {d['p_one_sided']:.3f}" if p_value else "")
+
+
+def delta_cells(row: dict, table: dict, metric: str) -> str:
+    """A row's Δ cell: MEDFuse minus the row, or for MEDFuse itself, MEDFuse minus the best baseline."""
+    if row["name"] != "MEDFuse":
+        return delta_text((row.get("vs_medfuse") or {}).get(metric))
+    best = best_baseline(table)
+    d = (best.get("vs_medfuse") or {}).get(metric) if best else None
+    return f"vs {best['name']}: {delta_text(d)}" if d and d.get("low") is not None else "–"
 
 
 def settings_text(settings: dict) -> str:
@@ -185,15 +246,24 @@ def tuned_text(row: dict) -> str:
 
 
 def comparison_markdown(table: dict) -> str:
-    """The comparison as a Markdown table: mean ± sd over seeds, seed 0's bootstrap 95% interval, and the
-    settings chosen on validation."""
-    lines = ["| model | group | " + " | ".join(HEADLINE) + " | tuned on validation |",
-             "|---|---|" + "---|" * (len(HEADLINE) + 1)]
+    """The comparison as a Markdown table: mean ± sd over seeds, seed 0's bootstrap 95% interval, the paired
+    Δ against MEDFuse (when the table has them) and the settings chosen on validation."""
+    paired = any("vs_medfuse" in r for r in table["models"])
+    extra = ["Δ macro-AUPRC, MEDFuse − row [95% CI], p", "Δ macro-F1, MEDFuse − row [95% CI], p"] if paired else []
+    lines = ["| model | group | " + " | ".join([*HEADLINE, *extra]) + " | tuned on validation |",
+             "|---|---|" + "---|" * (len(HEADLINE) + len(extra) + 1)]
     for r in table["models"]:
         cells = []
         for m in HEADLINE:
             s, b = r["summary"][m], r["bootstrap_seed0"].get(m) or {}
             ci = f" [{b['low']:.3f}, {b['high']:.3f}]" if b else ""
             cells.append(f"{s['mean']:.3f} ± {s['std']:.3f}{ci}")
+        if paired:
+            cells += [delta_cells(r, table, m) for m in ("macro_auprc", "macro_f1")]
         lines.append(f"| {r['name']} | {r['group']} | " + " | ".join(cells) + f" | {tuned_text(r)} |")
+    if paired:
+        lines += ["", (f"Δ: paired patient-level bootstrap of the first seed's test predictions "
+                       f"({table['n_resamples']} resamples, the same for every row); p = one-sided "
+                       "(1 + #{Δ ≤ 0}) / (1 + resamples). MEDFuse's row: MEDFuse minus the best baseline "
+                       "(labs only, notes only or fusion row with the best mean macro-AUPRC).")]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Multi-label evaluation: validation-tuned thresholds, metrics, patient-level bootstrap intervals.
+"""Multi-label evaluation: metrics, patient-level bootstrap intervals, subgroups, paired differences.
 
 Pure NumPy (no scikit-learn, no matplotlib at import time) so the CLI stays fast to import. The
 results match scikit-learn's definitions (``f1_score``, ``precision_score``, ``recall_score`` with
@@ -30,6 +30,10 @@ N_BINS = 10
 CI_LEVEL = 0.95
 _CHUNK_CELLS = 1_000_000  # resamples x (admission, label) cells processed at once (~8 MB per array)
 _RATES = ("f1", "precision", "recall")
+_PERCENTILES = 100 * np.array([(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
+LIGHT_METRICS = ("macro_f1", "micro_f1", "macro_auroc", "macro_auprc")  # bootstrapped for subgroups
+PAIRED_METRICS = ("macro_auprc", "macro_f1")
+MIN_SUBGROUP_PATIENTS = 20
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -165,7 +169,7 @@ class _Ranked:
 class _Prepared:
     """Everything about ``(y, p)`` that does not depend on the resample weights."""
 
-    def __init__(self, y: np.ndarray, p: np.ndarray):
+    def __init__(self, y: np.ndarray, p: np.ndarray, full: bool = True):
         n, n_labels = y.shape
         self.n, self.n_labels = n, n_labels
         self.y = y
@@ -173,6 +177,8 @@ class _Prepared:
         self.p = p
         rows = np.arange(n)
         self.columns = [_Ranked(rows, p[:, j], y[:, j]) for j in range(n_labels)]
+        if not full:  # per-label ranking and threshold counts only (LIGHT_METRICS)
+            return
         self.pooled = _Ranked(np.repeat(rows, n_labels), p.ravel(), y.ravel())
         self.sq_err = ((p - self.yf) ** 2).sum(axis=1)  # [N]
         bins = np.clip((p * N_BINS).astype(int), 0, N_BINS - 1)
@@ -203,30 +209,6 @@ def _rates(tp, fp, pos) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------- public
-def tune_thresholds(y_true, y_prob) -> np.ndarray:
-    """Per label, the threshold maximising F1 of ``prob >= threshold`` on these (validation) data.
-
-    Every distinct predicted probability of the label is tried (the same candidates as
-    ``sklearn.metrics.precision_recall_curve``), in one vectorised pass per label. The chosen threshold
-    is a predicted probability itself; among equally good ones the highest is kept. A label without
-    any positive gets 0.5. Returns ``float [L]``.
-    """
-    y, p = _as_2d(y_true, y_prob)
-    out = np.full(y.shape[1], 0.5)
-    for j in range(y.shape[1]):
-        n_pos = int(y[:, j].sum())
-        if n_pos == 0:
-            continue
-        order = np.argsort(-p[:, j], kind="stable")
-        score, hit = p[order, j], y[order, j]
-        last = np.r_[score[1:] != score[:-1], True]  # last row of each block of tied scores
-        tp = np.cumsum(hit)[last]
-        predicted = np.flatnonzero(last) + 1  # rows predicted positive with the block's score as threshold
-        f1 = 2 * tp / (predicted + n_pos)
-        out[j] = score[last][int(np.argmax(f1))]
-    return out
-
-
 def expected_calibration_error(y_true, y_prob, n_bins: int = N_BINS) -> float | None:
     """Expected calibration error over all entries: sum over ``n_bins`` equal-width bins of [0, 1] of
     (n_bin / n) * |mean(y) - mean(p)| in the bin (a probability of exactly 1 falls in the last bin).
@@ -346,78 +328,86 @@ def _patient_index(groups, n: int) -> tuple[np.ndarray, int]:
     return inverse.ravel(), len(uniq)
 
 
-def _bootstrap(y, p, threshold_sets: list[np.ndarray], groups, n_resamples: int, seed: int,
-               names: list[str]) -> list[dict]:
-    """Bootstrap intervals for each threshold set, sharing the (threshold-free) ranking metrics."""
-    n, n_labels = y.shape
-    patient, n_patients = _patient_index(groups, n)
-    prep = _Prepared(y, p)
-    rng = np.random.default_rng(seed)
+def _resample_weights(patient: np.ndarray, n_patients: int, n_resamples: int, seed: int, cells: int):
+    """Patient-level resamples as weight matrices ``[N, b]``, a chunk of ``b`` resamples at a time.
 
-    def headline(w: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """Every headline metric for each weight column of ``w [N, B]``: one dict per threshold set."""
-        rank = np.stack([np.stack(col.auroc_auprc(w), axis=1) for col in prep.columns], axis=2)  # [B,2,L]
+    Each resample draws ``n_patients`` patients with replacement; a row's weight is how often its patient
+    was drawn. The draws depend on ``(n_patients, n_resamples, seed)`` only (not on the chunking), so
+    two calls with those arguments give the same resamples.
+    """
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_resamples, _CHUNK_CELLS // max(1, cells)))
+    for start in range(0, n_resamples, chunk):
+        b = min(chunk, n_resamples - start)
+        picks = rng.integers(0, n_patients, size=(b, n_patients))
+        # times each patient is drawn in each resample, [P, b]; every admission inherits its patient's
+        counts = np.bincount((picks * b + np.arange(b)[:, None]).ravel(), minlength=n_patients * b)
+        yield counts.reshape(n_patients, b)[patient].astype(float)
+
+
+def _headline(prep: _Prepared, w: np.ndarray, threshold_sets: list[np.ndarray], names: list[str],
+              full: bool = True) -> list[dict[str, np.ndarray]]:
+    """Headline metrics for each weight column of ``w [N, B]``, one dict per threshold set.
+
+    ``full=False`` computes only :data:`LIGHT_METRICS` (no pooled ranking, calibration or per-label
+    entries), for subgroups and paired differences.
+    """
+    rank = np.stack([np.stack(col.auroc_auprc(w), axis=1) for col in prep.columns], axis=2)  # [B, 2, L]
+    total = w.sum(axis=0)
+    n_labels = prep.n_labels
+    shared = {"macro_auroc": _mean_defined(rank[:, 0]), "macro_auprc": _mean_defined(rank[:, 1])}
+    if full:
         micro_auroc, micro_auprc = prep.pooled.auroc_auprc(w)
-        total = w.sum(axis=0)
-        shared = {
-            "macro_auroc": _mean_defined(rank[:, 0]),
-            "micro_auroc": micro_auroc,
-            "macro_auprc": _mean_defined(rank[:, 1]),
-            "micro_auprc": micro_auprc,
-            "brier": _safe_div(prep.sq_err @ w, total * n_labels, np.nan),
-            "ece": _safe_div(np.abs(prep.bin_gap.T @ w).sum(axis=0), total * n_labels, np.nan),
-        }
-        out = []
-        for thr in threshold_sets:
-            c = prep.threshold_counts(w, thr)
-            per = _rates(c["tp"], c["fp"], c["pos"])
-            micro = _rates(c["tp"].sum(axis=1), c["fp"].sum(axis=1), c["pos"].sum(axis=1))
-            m = {
-                "macro_f1": per["f1"].mean(axis=1),
-                "micro_f1": micro["f1"],
-                "macro_precision": per["precision"].mean(axis=1),
-                "macro_recall": per["recall"].mean(axis=1),
-                **shared,
-                "hamming_accuracy": _safe_div(c["correct"], total * n_labels, np.nan),
-                "exact_match": _safe_div(c["exact"], total, np.nan),
-            }
+        shared |= {"micro_auroc": micro_auroc, "micro_auprc": micro_auprc,
+                   "brier": _safe_div(prep.sq_err @ w, total * n_labels, np.nan),
+                   "ece": _safe_div(np.abs(prep.bin_gap.T @ w).sum(axis=0), total * n_labels, np.nan)}
+    out = []
+    for thr in threshold_sets:
+        c = prep.threshold_counts(w, thr)
+        per = _rates(c["tp"], c["fp"], c["pos"])
+        micro = _rates(c["tp"].sum(axis=1), c["fp"].sum(axis=1), c["pos"].sum(axis=1))
+        m = {"macro_f1": per["f1"].mean(axis=1), "micro_f1": micro["f1"], **shared}
+        if full:
+            m |= {"macro_precision": per["precision"].mean(axis=1), "macro_recall": per["recall"].mean(axis=1),
+                  "hamming_accuracy": _safe_div(c["correct"], total * n_labels, np.nan),
+                  "exact_match": _safe_div(c["exact"], total, np.nan)}
             for j, name in enumerate(names):
                 m[f"{name}/f1"] = per["f1"][:, j]
                 m[f"{name}/auroc"] = rank[:, 0, j]
                 m[f"{name}/auprc"] = rank[:, 1, j]
-            out.append(m)
-        return out
+        out.append(m)
+    return out
 
-    point = headline(np.ones((n, 1)))
-    if n == 0 or n_resamples <= 0:
-        return [{k: {"value": _f(v[0]) if n else None, "low": None, "high": None, "n_valid": 0}
-                 for k, v in pt.items()} for pt in point]
 
-    chunk = max(1, min(n_resamples, _CHUNK_CELLS // max(1, n * n_labels)))
-    draws: list[list[dict]] = []
-    with _single_threaded_blas():
-        for start in range(0, n_resamples, chunk):
-            b = min(chunk, n_resamples - start)
-            picks = rng.integers(0, n_patients, size=(b, n_patients))
-            # times each patient is drawn in each resample, [P, b]; every admission inherits its patient's
-            counts = np.bincount((picks * b + np.arange(b)[:, None]).ravel(), minlength=n_patients * b)
-            draws.append(headline(counts.reshape(n_patients, b)[patient].astype(float)))
-
-    q = 100 * np.array([(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
+def _bootstrap(y, p, threshold_sets: list[np.ndarray], groups, n_resamples: int, seed: int,
+               names: list[str], full: bool = True) -> list[dict]:
+    """Bootstrap intervals for each threshold set, sharing the (threshold-free) ranking metrics."""
+    n = len(y)
+    patient, n_patients = _patient_index(groups, n)
+    prep = _Prepared(y, p, full)
+    point = _headline(prep, np.ones((n, 1)), threshold_sets, names, full)
+    draws = []
+    if n and n_resamples > 0:
+        with _single_threaded_blas():
+            draws = [_headline(prep, w, threshold_sets, names, full)
+                     for w in _resample_weights(patient, n_patients, n_resamples, seed, y.size)]
     results = []
     for s, pt in enumerate(point):
         res = {}
         for key, value in pt.items():
-            v = _f(value[0])
-            samples = np.concatenate([d[s][key] for d in draws])
-            samples = samples[np.isfinite(samples)]
-            if v is None or samples.size == 0:
-                res[key] = {"value": v, "low": None, "high": None, "n_valid": int(samples.size)}
-                continue
-            low, high = np.percentile(samples, q)
-            res[key] = {"value": v, "low": float(low), "high": float(high), "n_valid": int(samples.size)}
+            samples = np.concatenate([d[s][key] for d in draws]) if draws else np.zeros(0)
+            res[key] = _interval(_f(value[0]) if n else None, samples)
         results.append(res)
     return results
+
+
+def _interval(value: float | None, samples: np.ndarray, key: str = "value") -> dict:
+    """``{key: value, "low", "high", "n_valid"}``: the 95% percentile interval of the finite ``samples``."""
+    samples = samples[np.isfinite(samples)]
+    if value is None or samples.size == 0:
+        return {key: value, "low": None, "high": None, "n_valid": int(samples.size)}
+    low, high = np.percentile(samples, _PERCENTILES)
+    return {key: value, "low": float(low), "high": float(high), "n_valid": int(samples.size)}
 
 
 def bootstrap_metrics(y_true, y_prob, thresholds, groups, n_resamples: int = 1000, seed: int = 0,
@@ -439,24 +429,88 @@ def bootstrap_metrics(y_true, y_prob, thresholds, groups, n_resamples: int = 100
     return _bootstrap(y, p, [_thresholds(thresholds, names)], groups, n_resamples, seed, names)[0]
 
 
+def paired_bootstrap_difference(y_true, prob_a, prob_b, thresholds_a, thresholds_b, groups,
+                                n_resamples: int = 1000, seed: int = 0,
+                                label_names: Sequence[str] | None = None) -> dict:
+    """Model A minus model B on the same rows, with a paired patient-level bootstrap.
+
+    Both models are scored on the same resamples, which are also those of :func:`bootstrap_metrics` with
+    the same ``groups``, ``n_resamples`` and ``seed``. Returns, for ``macro_auprc`` and ``macro_f1`` (each
+    model at its own thresholds), ``{"diff", "low", "high", "p_one_sided", "n_valid"}``: ``diff`` = A - B
+    on all rows, ``low`` / ``high`` the 2.5 / 97.5 percentiles of the resampled differences (over the
+    ``n_valid`` resamples where both are defined) and ``p_one_sided = (1 + #{d <= 0}) / (1 + n_valid)``,
+    the bootstrap p-value against "A is not better than B".
+    """
+    y, pa = _as_2d(y_true, prob_a)
+    _, pb = _as_2d(y_true, prob_b)
+    names = _names(label_names, y.shape[1])
+    models = [(_Prepared(y, pa, full=False), _thresholds(thresholds_a, names)),
+              (_Prepared(y, pb, full=False), _thresholds(thresholds_b, names))]
+    patient, n_patients = _patient_index(groups, len(y))
+
+    def difference(w: np.ndarray) -> dict[str, np.ndarray]:
+        a, b = (_headline(prep, w, [thr], names, full=False)[0] for prep, thr in models)
+        return {m: a[m] - b[m] for m in PAIRED_METRICS}
+
+    point = difference(np.ones((len(y), 1)))
+    draws = []
+    if len(y) and n_resamples > 0:
+        with _single_threaded_blas():
+            draws = [difference(w) for w in _resample_weights(patient, n_patients, n_resamples, seed, y.size)]
+    out = {}
+    for m in PAIRED_METRICS:
+        d = np.concatenate([x[m] for x in draws]) if draws else np.zeros(0)
+        d = d[np.isfinite(d)]
+        out[m] = _interval(_f(point[m][0]) if len(y) else None, d, key="diff")
+        out[m]["p_one_sided"] = float((1 + (d <= 0).sum()) / (1 + d.size)) if out[m]["low"] is not None else None
+    return out
+
+
+def _subgroup(y, p, mask, patient, threshold_sets, names, n_resamples, seed, min_patients) -> dict:
+    """One subgroup's block of ``metrics.json`` (see :func:`evaluate_predictions`)."""
+    m = np.asarray(mask, dtype=bool).ravel()
+    if m.shape != (len(y),):
+        raise ValueError(f"subgroup mask has {m.size} entries for {len(y)} rows")
+    ys, ps, n = y[m], p[m], int(m.sum())
+    n_patients = len(np.unique(patient[m]))
+    support = ys.sum(axis=0)
+    reason = None
+    if n == 0:
+        reason = "no admissions"
+    elif n_patients < min_patients:
+        reason = f"{n_patients} patients, fewer than {min_patients}"
+    elif not ((support > 0) & (support < n)).any():
+        reason = "no label has both positive and negative admissions"
+    if reason:
+        return {"n": n, "n_patients": n_patients, "too_small": True, "reason": reason}
+    ci = _bootstrap(ys, ps, threshold_sets, patient[m], n_resamples, seed, names, full=False)
+    tuned, default = (compute_metrics(ys, ps, t, names) for t in threshold_sets)
+    return {**tuned, "n_patients": n_patients, "too_small": False, "reason": None, "bootstrap": ci[0],
+            "at_0.5": {**default, "bootstrap": ci[1]}}
+
+
 def evaluate_predictions(y_true, y_prob, val_thresholds, groups, label_names: Sequence[str] | None = None,
-                         subgroups: Mapping[str, np.ndarray] | None = None, n_resamples: int = 1000,
-                         seed: int = 0) -> dict:
+                         subgroups: Mapping[str, Mapping[str, np.ndarray]] | None = None, n_resamples: int = 1000,
+                         seed: int = 0, threshold_rule: Mapping | None = None,
+                         min_subgroup_patients: int = MIN_SUBGROUP_PATIENTS) -> dict:
     """The content of ``metrics.json`` for one split, with thresholds tuned on validation and frozen here.
 
     Returns::
 
         {"n", "n_patients", "n_labels", "label_names",
+         "threshold_rule": threshold_rule,              # how the thresholds were tuned (as given)
          "thresholds": {name: t},                       # the frozen validation thresholds
          "at_tuned_thresholds": {**compute_metrics(..., thresholds), "bootstrap": bootstrap_metrics(...)},
          "at_0.5":              {**compute_metrics(..., 0.5),        "bootstrap": bootstrap_metrics(...)},
-         "subgroups": {name: {**compute_metrics(rows in mask, thresholds), "n_patients",
-                              "at_0.5": compute_metrics(rows in mask, 0.5)}},
+         "subgroups": {family: {name: block}}, "min_subgroup_patients",
          "bootstrap_settings": {"n_resamples", "seed", "unit": "patient", "method": "percentile", "level"}}
 
-    ``subgroups`` maps a name (e.g. ``"note_missing"``) to a boolean row mask; subgroup metrics carry no
-    bootstrap interval (an empty subgroup gives ``n = 0`` and ``None`` metrics). ``groups`` are the
-    patient ids of the rows. Both bootstraps share their resamples (same seed, same patients drawn).
+    ``subgroups`` maps a family (``"modality"``, ``"sex"``, ...) to ``{name: boolean row mask}``. A block
+    is ``{**compute_metrics(rows in mask, thresholds), "n_patients", "too_small": False, "reason": None,
+    "bootstrap": {LIGHT_METRICS intervals}, "at_0.5": {... the same at 0.5}}``, its bootstrap drawing the
+    subgroup's own patients; a subgroup with fewer than ``min_subgroup_patients`` patients, or without a
+    label that has both positives and negatives, is ``{"n", "n_patients", "too_small": True, "reason"}``.
+    ``groups`` are the patient ids of the rows. All bootstraps of the whole split share their resamples.
     """
     y, p = _as_2d(y_true, y_prob)
     names = _names(label_names, y.shape[1])
@@ -464,26 +518,21 @@ def evaluate_predictions(y_true, y_prob, val_thresholds, groups, label_names: Se
     default = np.full(len(names), 0.5)
     patient, n_patients = _patient_index(groups, len(y))
     ci_tuned, ci_default = _bootstrap(y, p, [tuned, default], groups, n_resamples, seed, names)
-
-    subs = {}
-    for sub_name, mask in (subgroups or {}).items():
-        m = np.asarray(mask, dtype=bool).ravel()
-        if m.shape != (len(y),):
-            raise ValueError(f"subgroup {sub_name!r}: mask has {m.size} entries for {len(y)} rows")
-        subs[str(sub_name)] = {
-            **compute_metrics(y[m], p[m], tuned, names),
-            "n_patients": len(np.unique(patient[m])),
-            "at_0.5": compute_metrics(y[m], p[m], default, names),
-        }
+    subs = {str(family): {str(name): _subgroup(y, p, mask, patient, [tuned, default], names, n_resamples, seed,
+                                               min_subgroup_patients)
+                          for name, mask in masks.items()}
+            for family, masks in (subgroups or {}).items()}
     return {
         "n": len(y),
         "n_patients": int(n_patients),
         "n_labels": len(names),
         "label_names": names,
+        "threshold_rule": dict(threshold_rule) if threshold_rule is not None else None,
         "thresholds": {name: float(t) for name, t in zip(names, tuned)},
         "at_tuned_thresholds": {**compute_metrics(y, p, tuned, names), "bootstrap": ci_tuned},
         "at_0.5": {**compute_metrics(y, p, default, names), "bootstrap": ci_default},
         "subgroups": subs,
+        "min_subgroup_patients": int(min_subgroup_patients),
         "bootstrap_settings": {"n_resamples": int(n_resamples), "seed": int(seed), "unit": "patient",
                                "method": "percentile", "level": CI_LEVEL},
     }

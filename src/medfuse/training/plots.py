@@ -265,3 +265,49 @@ def comparison_chart(rows: Sequence[dict], metric: str, name_key: str = "model",
     ax.set_title(metric)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig, path)
+
+
+def cohort_flow_figure(manifest: dict, with_notes: int | None = None, with_labs: int | None = None):
+    """A CONSORT-style flow of admissions from a cohort's ``manifest.json``, as a matplotlib ``Figure``.
+
+    Admissions read -> excluded, by reason (``tables.admissions.dropped``; a difference to the cohort not
+    covered by a reason is shown as ``other``) -> in the cohort (with a note / with lab results when
+    ``with_notes`` / ``with_labs`` are given) -> the train / val / test splits (``split_sizes``).
+    """
+    admissions, sizes = manifest["tables"]["admissions"], manifest["split_sizes"]
+    read, cohort = int(admissions["read"]), int(sizes["all"]["admissions"])
+    reasons = {k.replace("_", " "): int(v) for k, v in admissions.get("dropped", {}).items() if v}
+    if read - cohort - sum(reasons.values()):
+        reasons["other"] = read - cohort - sum(reasons.values())
+    excluded = "\n".join([f"Excluded: {read - cohort:,} admissions", *[f"{k}: {v:,}" for k, v in reasons.items()]])
+    kept = [f"In the cohort: {cohort:,} admissions", f"{sizes['all']['patients']:,} patients"]
+    if with_notes is not None:
+        kept.append(f"with a note: {with_notes:,}")
+    if with_labs is not None:
+        kept.append(f"with lab results: {with_labs:,}")
+    splits = [s for s in ("train", "val", "test") if s in sizes]
+
+    fig = _figure(8.0, 5.2)
+    ax = fig.subplots()
+    ax.set_axis_off()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    box = {"boxstyle": "round,pad=0.5", "fc": "#f3f5f9", "ec": "#5b6578"}
+    arrow = {"arrowstyle": "-|>", "color": "#5b6578", "lw": 1.2}
+    ax.text(0.35, 0.92, f"Admissions read: {read:,}", ha="center", va="center", fontsize=10, bbox=box)
+    ax.text(0.78, 0.7, excluded, ha="center", va="center", fontsize=8.5, bbox={**box, "fc": "#fdf1f0"})
+    ax.annotate("", xy=(0.35, 0.56), xytext=(0.35, 0.87), arrowprops=arrow)
+    ax.annotate("", xy=(0.65, 0.7), xytext=(0.35, 0.7), arrowprops=arrow)
+    ax.text(0.35, 0.45, "\n".join(kept), ha="center", va="center", fontsize=9.5, bbox={**box, "fc": "#eef7ee"})
+    for i, s in enumerate(splits):
+        x = (i + 0.5) / len(splits)
+        ax.annotate("", xy=(x, 0.18), xytext=(0.35, 0.34), arrowprops=arrow)
+        ax.text(x, 0.1, f"{s}\n{sizes[s]['admissions']:,} admissions\n{sizes[s]['patients']:,} patients",
+                ha="center", va="center", fontsize=9, bbox=box)
+    return fig
+
+
+def cohort_flow(manifest: dict, with_notes: int | None = None, with_labs: int | None = None,
+                path: str | Path | None = None) -> bytes:
+    """:func:`cohort_flow_figure` as PNG bytes."""
+    return _png(cohort_flow_figure(manifest, with_notes, with_labs), path)

@@ -58,6 +58,8 @@ def _interval(entry: dict | None) -> str:
 
 
 def cohort_section(cohort: Cohort) -> str:
+    from medfuse.training.plots import cohort_flow
+
     m = cohort.manifest
     sizes, prev = m["split_sizes"], m["prevalence"]
     adm = cohort.table("admissions")
@@ -75,14 +77,24 @@ def cohort_section(cohort: Cohort) -> str:
              float((~has_labs).mean())]]
     rows += [[m["label_titles"].get(n, n), *[prev[s][n] for s in (*SPLITS, "all")]] for n in m["labels"]]
     parts.append(_table(["", *SPLITS, "all"], rows))
+    parts.append(_img(cohort_flow(m, int(has_notes.sum()), int(has_labs.sum())), "cohort flow"))
     drop_rows = [[t, a["read"], a["used"], sum(a["dropped"].values()),
                   ", ".join(f"{k}: {v:,}" for k, v in a["dropped"].items()) or "–"] for t, a in m["tables"].items()]
     parts.append("<h3>Raw rows</h3>" + _table(["table", "read", "used", "dropped", "by reason"], drop_rows))
     return "\n".join(parts)
 
 
+def rule_text(rule: dict | None) -> str:
+    """``{"rule": "plateau", "tolerance": 0.08, ...}`` -> ``"plateau, tolerance 0.08"``."""
+    if not rule:
+        return "rule not recorded"
+    params = {"plateau": ["tolerance"], "shrunk": ["shrinkage"]}.get(rule["rule"], [])
+    params += ["min_positives"] if rule.get("min_positives", 1) > 1 else []
+    return ", ".join([rule["rule"], *(f"{k.replace('_', ' ')} {rule[k]:g}" for k in params if k in rule)])
+
+
 def headline_section(metrics: dict) -> str:
-    tuned = metrics["at_tuned_thresholds"]
+    tuned, at05 = metrics["at_tuned_thresholds"], metrics["at_0.5"]
     boot = tuned.get("bootstrap", {})
     cards = "".join(
         f"<div class='card'>{html.escape(label)}<b>{_fmt(tuned[group][key])}</b>"
@@ -91,40 +103,66 @@ def headline_section(metrics: dict) -> str:
                                   ("macro-AUPRC", "macro", "auprc"), ("macro-AUROC", "macro", "auroc")))
     per_label = [[n, v["support"], v["prevalence"], v["f1"], v["precision"], v["recall"], v["auroc"], v["auprc"],
                   v["brier"], v["ece"], metrics["thresholds"][n]] for n, v in tuned["per_label"].items()]
-    at05 = metrics["at_0.5"]
-    parts = [f"<h2>MEDFuse on the {html.escape(metrics['split'])} split</h2>",
-             (f"<p class='sub'>{metrics['n']:,} admissions of {metrics['n_patients']:,} patients; thresholds tuned on "
-             "validation and frozen; 95% intervals from a patient-level bootstrap.</p>"),
-             f"<div class='cards'>{cards}</div>",
-             _table(["label", "support", "prevalence", "F1", "precision", "recall", "AUROC", "AUPRC", "Brier", "ECE",
-                     "threshold"], per_label),
-             _table(["summary", "at tuned thresholds", "at 0.5"],
-                    [["macro-F1", tuned["macro"]["f1"], at05["macro"]["f1"]],
-                     ["micro-F1", tuned["micro"]["f1"], at05["micro"]["f1"]],
-                     ["weighted-F1", tuned["weighted"]["f1"], at05["weighted"]["f1"]],
-                     ["Hamming accuracy", tuned["hamming_accuracy"], at05["hamming_accuracy"]],
-                     ["exact match", tuned["exact_match"], at05["exact_match"]],
-                     ["Brier", tuned["brier"], at05["brier"]], ["ECE", tuned["ece"], at05["ece"]]])]
-    subgroups = metrics.get("subgroups", {})
-    if subgroups:
-        parts.append("<h3>Missing-modality subgroups</h3>")
-        parts.append(_table(["subgroup", "admissions", "macro-F1", "micro-F1", "macro-AUPRC", "macro-AUROC"],
-                            [[k, g["n"], g["macro"]["f1"], g["micro"]["f1"], g["macro"]["auprc"], g["macro"]["auroc"]]
-                             if g.get("n") else [k, 0, None, None, None, None] for k, g in subgroups.items()]))
-    return "\n".join(parts)
+    points = [[label, _interval(m["bootstrap"].get("macro_f1")), _interval(m["bootstrap"].get("micro_f1")),
+               m["weighted"]["f1"], m["macro"]["precision"], m["macro"]["recall"], m["hamming_accuracy"],
+               m["exact_match"]]
+              for label, m in ((f"tuned on validation ({rule_text(metrics.get('threshold_rule'))})", tuned),
+                               ("0.5 for every label", at05))]
+    return "\n".join([
+        f"<h2>MEDFuse on the {html.escape(metrics['split'])} split</h2>",
+        (f"<p class='sub'>{metrics['n']:,} admissions of {metrics['n_patients']:,} patients; thresholds tuned on "
+         "validation and frozen; 95% intervals from a patient-level bootstrap.</p>"),
+        f"<div class='cards'>{cards}</div>",
+        "<h3>Operating points</h3>",
+        _table(["thresholds", "macro-F1 [95% CI]", "micro-F1 [95% CI]", "weighted-F1", "macro precision",
+                "macro recall", "Hamming accuracy", "exact match"], points),
+        (f"<p class='sub'>Threshold-free: Brier {_fmt(tuned['brier'])}, ECE {_fmt(tuned['ece'])}, macro-AUPRC "
+         f"{_interval(boot.get('macro_auprc'))}, macro-AUROC {_interval(boot.get('macro_auroc'))}.</p>"),
+        _table(["label", "support", "prevalence", "F1", "precision", "recall", "AUROC", "AUPRC", "Brier", "ECE",
+                "threshold"], per_label),
+        subgroup_section(metrics)])
+
+
+FAMILY_TITLES = {"modality": "modality", "sex": "sex", "age_band": "age", "race": "race / ethnicity"}
+
+
+def subgroup_section(metrics: dict) -> str:
+    """Subgroup table: n, patients, macro-F1 and macro-AUPRC with their intervals, or why there are none."""
+    rows = []
+    for family, groups in metrics.get("subgroups", {}).items():
+        for name, g in groups.items():
+            label = f"{FAMILY_TITLES.get(family, family)}: {name.replace('_', ' ')}"
+            if g["too_small"]:
+                rows.append([label, g["n"], g["n_patients"], "too small", g["reason"], "–"])
+            else:
+                rows.append([label, g["n"], g["n_patients"], _interval(g["bootstrap"].get("macro_f1")),
+                             _interval(g["bootstrap"].get("macro_auprc")), g["at_0.5"]["macro"]["f1"]])
+    if not rows:
+        return ""
+    missing = "".join(f"; {FAMILY_TITLES.get(k, k)}: {html.escape(v)}"
+                      for k, v in metrics.get("subgroups_not_available", {}).items())
+    return "\n".join([
+        "<h3>Subgroups</h3>",
+        (f"<p class='sub'>Same frozen thresholds; 95% intervals from a bootstrap of each subgroup's own patients. "
+         f"Subgroups with fewer than {metrics['min_subgroup_patients']} patients or without a label having both positive and "
+         f"negative admissions are reported as too small{missing}.</p>"),
+        _table(["subgroup", "admissions", "patients", "macro-F1 [95% CI]", "macro-AUPRC [95% CI]", "macro-F1 at 0.5"],
+               rows)])
 
 
 def comparison_section(table: dict) -> str:
-    from medfuse.training.compare import tuned_text
+    from medfuse.training.compare import delta_cells, tuned_text
     from medfuse.training.plots import comparison_chart
 
     best = max(r["summary"]["macro_auprc"]["mean"] for r in table["models"])
+    paired = any("vs_medfuse" in r for r in table["models"])
     rows, classes = [], []
     for r in table["models"]:
         s, b = r["summary"], r["bootstrap_seed0"]
         rows.append([r["name"], r["group"], *[f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" for m in
                                              ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")],
-                     _interval(b.get("macro_f1")), _interval(b.get("macro_auprc")), tuned_text(r)])
+                     _interval(b.get("macro_f1")), _interval(b.get("macro_auprc")),
+                     *([delta_cells(r, table, "macro_auprc")] if paired else []), tuned_text(r)])
         classes.append("best" if s["macro_auprc"]["mean"] == best else "")
     chart_rows = [{"name": r["name"], "mean": r["summary"]["macro_auprc"]["mean"], "std": r["summary"]["macro_auprc"]["std"]}
                   for r in table["models"]]
@@ -135,9 +173,13 @@ def comparison_section(table: dict) -> str:
          f"mean ± sd over seeds {table['seeds']}; "
         f"bracketed: seed {table['seeds'][0]}'s patient-level bootstrap 95% interval ({table['n_resamples']} resamples). "
         "The MEDFuse run at the top of this page uses the <code>train</code> settings of its configuration, "
-        "not the row's validation choice, so its figures can differ from the MEDFuse row.</p>"),
+        "not the row's validation choice, so its figures can differ from the MEDFuse row."
+        + (" Δ: test macro-AUPRC of MEDFuse minus the row, paired patient-level bootstrap of both first seeds on "
+           "the same resamples, 95% interval and one-sided p; MEDFuse's own row: minus the best baseline (labs "
+           "only, notes only or fusion row with the best mean macro-AUPRC)." if paired else "") + "</p>"),
         _table(["model", "group", "macro-F1", "micro-F1", "macro-AUPRC", "macro-AUROC", "macro-F1 95% CI",
-                "macro-AUPRC 95% CI", "tuned on validation"], rows, classes),
+                "macro-AUPRC 95% CI", *(["Δ macro-AUPRC, MEDFuse − row [95% CI], p"] if paired else []),
+                "tuned on validation"], rows, classes),
         _img(comparison_chart(chart_rows, "macro-AUPRC"), "comparison chart")])
 
 

@@ -159,7 +159,7 @@ def fit(data: FusionData, run_dir: str | Path, cfg: TrainConfig, lab_encoder: nn
             sums["bce"] += loss.item()
             if est_opt is not None and cfg.mi_weight > 0:
                 mi = net.fusion.mi_upper_bound(out)
-                loss = loss + cfg.mi_weight * penalty(mi)
+                loss = loss + cfg.mi_weight * penalty(mi, cfg.mi_floor)
                 sums["mi"] += mi.item()
             elif est_opt is not None:
                 with torch.no_grad():
