@@ -208,6 +208,11 @@ def _bold_best(cells: list[str], values: list[float | None]) -> list[str]:
 
 
 def markdown(results: dict, meta: dict) -> str:
+    ablations = sorted({m for r in results.values() for m in r["mltm_variants"]})
+    mltm = {"mltm": f"MLTM mask {meta['config']['mask_ratio']:g}",
+            **{m: f"MLTM mask {m.removeprefix('mltm_mask')}" for m in ablations}}
+    methods = [*METHODS[:3], *mltm]
+    heads = " | ".join(["mean", "KNN (k=5)", "Iterative", *mltm.values()])
     lines = [
         "# MLTM lab imputation benchmark",
         "",
@@ -215,49 +220,46 @@ def markdown(results: dict, meta: dict) -> str:
          "the test split is not used), reconstructed by each method fitted on the training split only. NRMSE in "
          "original units: RMSE / training-split standard deviation of the test; *pooled* over all hidden values "
          "(mean ± sd over draws) and *macro* = mean of the per-test NRMSE. Lower is better; mean imputation is "
-         "~1. **Bold**: the lowest NRMSE of the row. MLTM's early stopping also looks at the validation split "
-         "(its masked reconstruction error), the scikit-learn imputers have no such step."),
+         "~1. **Bold**: the lowest NRMSE of the row, whichever method it is. MLTM's early stopping also looks at "
+         "the validation split (its masked reconstruction error); the scikit-learn imputers have no such step."),
         "",
-        f"MLTM config: `{json.dumps(meta['config'])}`.",
+        (f"MLTM config: `{json.dumps(meta['config'])}`; the other MLTM columns differ from it only in the mask "
+         "ratio."),
         "",
         (f"Machine: {meta['machine']}; load average at start {meta['load_average']} (other jobs share the "
          "cores, so throughput is a lower bound)."),
         "",
-        ("| cohort | train adm. | tests | hidden/draw | mean | KNN (k=5) | Iterative | MLTM | MLTM macro | "
-         "Iterative macro | MLTM epochs (best) | train adm./s | peak MB | train s |"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Pooled NRMSE:",
+        "",
+        f"| cohort | train adm. | tests | hidden/draw | {heads} |",
+        "|---|---:|---:|---:|" + "---:|" * len(methods),
     ]
     for name, r in results.items():
-        n, ml = r["nrmse"], r["mltm"]
-        lines.append(
-            f"| {name} | {r['train_admissions']} | {r['lab_tests']} | {r['hidden_per_repeat']} | "
-            + " | ".join(_bold_best([_cell(n[m]) for m in METHODS], [n[m]["mean"] for m in METHODS])) + " | "
-            + " | ".join(_bold_best([f"{r['nrmse_macro'][m]:.3f}" for m in ("mltm", "iterative")],
-                                    [r["nrmse_macro"][m] for m in ("mltm", "iterative")])) + " | "
-            f"{ml['epochs_run']} ({ml['best_epoch']}) | {ml['admissions_per_second']:.0f} | "
-            f"{ml['peak_memory_mb']:.0f} | {ml['train_seconds']:.1f} |"
-        )
-    ablations = sorted({m for r in results.values() for m in r["mltm_variants"]})
-    if ablations:
-        names = [f"MLTM mask {m.removeprefix('mltm_mask')}" for m in ablations]
-        lines += ["", ("Ablation: MLTM trained with another mask ratio (otherwise the same config), on the "
-                       "same hidden values."), "",
-                  f"| cohort | MLTM mask {meta['config']['mask_ratio']:g} | " + " | ".join(names)
-                  + " | Iterative | epochs (best) | train s |",
-                  "|---|" + "---:|" * (len(ablations) + 4)]
-        for name, r in results.items():
-            n, v = r["nrmse"], r["mltm_variants"]
-            shown = ["mltm", *ablations, "iterative"]
-            cells = _bold_best([_cell(n[m]) if m in n else "-" for m in shown],
-                               [n[m]["mean"] if m in n else None for m in shown])
-            runs = ", ".join(f"{v[m]['epochs_run']} ({v[m]['best_epoch']})" for m in ablations if m in v)
-            secs = ", ".join(f"{v[m]['train_seconds']:.0f}" for m in ablations if m in v)
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {runs} | {secs} |")
+        n = r["nrmse"]
+        cells = _bold_best([_cell(n[m]) if m in n else "-" for m in methods],
+                           [n[m]["mean"] if m in n else None for m in methods])
+        lines.append(f"| {name} | {r['train_admissions']} | {r['lab_tests']} | {r['hidden_per_repeat']} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "Macro NRMSE (mean of the per-test NRMSE):", "", f"| cohort | {heads} |",
+              "|---|" + "---:|" * len(methods)]
     for name, r in results.items():
-        cols = [*METHODS, *[m for m in ablations if m in r["nrmse"]]]
-        heads = ["mean", "KNN", "Iterative", "MLTM", *[f"MLTM mask {m.removeprefix('mltm_mask')}" for m in cols[4:]]]
+        macro = r["nrmse_macro"]
+        cells = _bold_best([f"{macro[m]:.3f}" if m in macro else "-" for m in methods], [macro.get(m) for m in methods])
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "MLTM training:", "", "| cohort | MLTM | epochs (best) | train adm./s | peak MB | train s |",
+              "|---|---|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        for m, label in mltm.items():
+            run = r["mltm"] if m == "mltm" else r["mltm_variants"].get(m)
+            if run:
+                lines.append(f"| {name} | {label} | {run['epochs_run']} ({run['best_epoch']}) | "
+                             f"{run['admissions_per_second']:.0f} | {run['peak_memory_mb']:.0f} | "
+                             f"{run['train_seconds']:.1f} |")
+    for name, r in results.items():
+        cols = [m for m in methods if m in r["nrmse"]]
+        names = ["mean", "KNN", "Iterative", *[mltm[m] for m in cols[3:]]]
         lines += ["", f"## {name}: NRMSE per lab test", "",
-                  "| test | unit | hidden | " + " | ".join(heads) + " |", "|---|---|---:|" + "---:|" * len(cols)]
+                  "| test | unit | hidden | " + " | ".join(names) + " |", "|---|---|---:|" + "---:|" * len(cols)]
         for t in sorted(r["per_test"], key=lambda t: -t["hidden"]):
             vals = " | ".join(_bold_best(["-" if t[m] is None else f"{t[m]:.3f}" for m in cols], [t[m] for m in cols]))
             lines.append(f"| {t['label']} | {t['unit'] or ''} | {t['hidden']} | {vals} |")
@@ -281,7 +283,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ablate-mask-ratio", type=float, nargs="*", default=[0.3], metavar="R",
                     help="extra MLTM runs with these mask ratios (default: 0.3; none: pass the flag alone)")
     ap.add_argument("--out", type=Path, default=RESULTS / "mltm.json")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the existing --out JSON")
     args = ap.parse_args(argv)
+    if args.render_only:
+        saved = json.loads(args.out.read_text())
+        args.out.with_suffix(".md").write_text(markdown(saved["results"], saved["meta"]))
+        print(f"wrote {args.out.with_suffix('.md')}")
+        return
 
     cfg = load_config(args.config, {"labs": {"epochs": args.epochs, "device": args.device}}).labs
     if args.cohort:

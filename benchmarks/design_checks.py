@@ -1,7 +1,7 @@
 """Design checks: the library defaults that docs/ justifies, re-checked on VALIDATION data only.
 
-The development cohort is synthetic seed 0 at 2,000 admissions (mimic3 layout, default prepare): the
-`make demo` cohort, with the settings of src/medfuse/resources/demo.toml. Reported synthetic results use
+The development cohort is synthetic seed 0 at 2,000 admissions (mimic3 layout, default prepare), with
+the settings of src/medfuse/resources/demo.toml (its [synth] seed aside). Reported synthetic results use
 other seeds that no choice looked at (docs/protocol.md). Each fusion check trains the default and the
 alternative MEDFuse with three training seeds, on one MLTM run and one note-embedding run, and reports
 validation macro-AUPRC and macro-F1 (mean ± sd over seeds). The logistic-regression probes choose C per
@@ -15,10 +15,12 @@ Checks (``--only NAME``, repeatable; the other checks keep their last result in 
 * ``lab_values``: the lab value channels on and off (``train.lab_values``), and probes on the flattened
   frozen MLTM tokens against the raw last / min / max values;
 * ``mask_ratio``: MEDFuse and the token probe with an MLTM pre-trained at mask ratio 0.75 (default) vs 0.3;
-* ``note_probe``: the note vector (whole text, per field, lines max / clusters / both, TF-IDF).
+* ``note_probe``: probes on each note vector (whole text, per field, lines max / clusters / both, TF-IDF)
+  and MEDFuse on the default vector vs its line-cluster bags alone.
 
-    .venv/bin/python benchmarks/design_checks.py                 # all checks
+    .venv/bin/python benchmarks/design_checks.py                 # all checks (about 40 min on 2 busy cores)
     .venv/bin/python benchmarks/design_checks.py --only skip     # one check
+    .venv/bin/python benchmarks/design_checks.py --render-only   # the .md again, from the .json
 
 Work is cached under runs/design/ (cohort, MLTM runs, note runs, one folder per fusion run, probe
 results); results go to benchmarks/results/design_checks.json and design_checks.md, both written here.
@@ -49,22 +51,25 @@ WORK = ROOT / "runs" / "design"
 RESULTS = ROOT / "benchmarks" / "results"
 SEEDS = (0, 1, 2)
 ALT_MASK_RATIO = 0.3
-LOGREG_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+LOGREG_CS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)  # rows of unit mean squared norm
 CHECKS = ("skip", "floor", "lab_values", "mask_ratio", "note_probe")
-# fusion variants: (MLTM mask ratio, None = the [labs] default; [train] overrides of the demo settings)
+# fusion variants: (MLTM mask ratio, None = the [labs] default; note vectors, "lines" = the shipped default and
+# "bag" = its bag-of-line-clusters blocks only; [train] overrides of the demo settings)
 VARIANTS = {
-    "default": (None, {}),
-    "no skip connections": (None, {"skip_connections": False}),
-    "no MI floor": (None, {"mi_floor": False}),
-    "lambda 0": (None, {"mi_weight": 0.0}),
-    "no lab value channels": (None, {"lab_values": False}),
-    f"MLTM mask {ALT_MASK_RATIO:g}": (ALT_MASK_RATIO, {}),
+    "default": (None, "lines", {}),
+    "no skip connections": (None, "lines", {"skip_connections": False}),
+    "no MI floor": (None, "lines", {"mi_floor": False}),
+    "lambda 0": (None, "lines", {"mi_weight": 0.0}),
+    "no lab value channels": (None, "lines", {"lab_values": False}),
+    f"MLTM mask {ALT_MASK_RATIO:g}": (ALT_MASK_RATIO, "lines", {}),
+    "note vector: line-cluster bags only": (None, "bag", {}),
 }
 CHECK_VARIANTS = {
     "skip": ["default", "no skip connections"],
     "floor": ["default", "no MI floor", "lambda 0"],
     "lab_values": ["default", "no lab value channels"],
     "mask_ratio": ["default", f"MLTM mask {ALT_MASK_RATIO:g}"],
+    "note_probe": ["default", "note vector: line-cluster bags only"],
 }
 
 
@@ -80,7 +85,8 @@ def dev_config() -> MedfuseConfig:
 
 
 def dev_cohort(cfg: MedfuseConfig) -> Path:
-    """Synthetic seed 0 at the demo size, mimic3 layout, default prepare (as ``medfuse demo``); made once."""
+    """Synthetic seed 0 at the demo size, mimic3 layout, default prepare (as ``medfuse demo`` makes its
+    cohort, on the development seed); made once."""
     from medfuse.data.prepare import prepare_cohort
     from medfuse.data.synth import generate
 
@@ -119,21 +125,36 @@ def notes_run(cohort: Path, cfg: MedfuseConfig, unit: str = "lines") -> Path:
     return run
 
 
+def bag_notes_run(cohort: Path, cfg: MedfuseConfig) -> Path:
+    """The default note vectors cut to their bag-of-line-clusters blocks (the max blocks dropped)."""
+    from medfuse.notes.pipeline import EMBEDDINGS_FILE, load_note_embeddings, write_note_embeddings
+    from medfuse.notes.text import template_fields
+
+    run = WORK / "notes-bag"
+    if not (run / EMBEDDINGS_FILE).is_file():
+        ids, x, missing = load_note_embeddings(notes_run(cohort, cfg))
+        bags = len(template_fields(cfg.notes.template)) * cfg.notes.line_clusters  # the last blocks
+        write_note_embeddings(run, ids, x[:, -bags:], missing, config={"from": str(notes_run(cohort, cfg)),
+                                                                      "blocks": "bag of line clusters only"})
+    return run
+
+
 class Inputs:
-    """The cohort, its runs and the FusionData per MLTM mask ratio, built on first use."""
+    """The cohort, its runs and the FusionData per (MLTM mask ratio, note vectors), built on first use."""
 
     def __init__(self, cfg: MedfuseConfig):
         self.cfg = cfg
         self.cohort = dev_cohort(cfg)
         self._data: dict = {}
 
-    def data(self, mask_ratio: float | None):
+    def data(self, mask_ratio: float | None, notes: str = "lines"):
         from medfuse.training.inputs import load_fusion_data
 
-        if mask_ratio not in self._data:
+        if (mask_ratio, notes) not in self._data:
             labs = labs_run(self.cohort, self.cfg, mask_ratio)
-            self._data[mask_ratio] = load_fusion_data(self.cohort, labs, notes_run(self.cohort, self.cfg))
-        return self._data[mask_ratio]
+            note_run = notes_run(self.cohort, self.cfg) if notes == "lines" else bag_notes_run(self.cohort, self.cfg)
+            self._data[mask_ratio, notes] = load_fusion_data(self.cohort, labs, note_run)
+        return self._data[mask_ratio, notes]
 
 
 # --- validation scores --------------------------------------------------------------------------
@@ -159,16 +180,16 @@ def fusion_run(inputs: Inputs, name: str, seed: int) -> dict:
     from medfuse.torch_utils import resolve_device
     from medfuse.training.trainer import fit, load_net, predict
 
-    mask_ratio, overrides = VARIANTS[name]
+    mask_ratio, notes, overrides = VARIANTS[name]
     cfg = inputs.cfg
     tcfg = cfg.train.model_validate({**cfg.train.model_dump(), **overrides, "seed": seed})
     key = {"train": tcfg.model_dump(mode="json"), "mask_ratio": mask_ratio or cfg.labs.mask_ratio,
-           "labs_epochs": cfg.labs.epochs, "evaluate": cfg.evaluate.model_dump(mode="json")}
+           "labs_epochs": cfg.labs.epochs, "notes": notes, "evaluate": cfg.evaluate.model_dump(mode="json")}
     run = WORK / "fusion" / name.replace(" ", "-") / f"seed{seed}"
     done = run / "val_scores.json"
     if done.is_file() and (cached := json.loads(done.read_text()))["key"] == key:
         return cached["result"]
-    data = inputs.data(mask_ratio)
+    data = inputs.data(mask_ratio, notes)
     log(f"fusion: {name}, seed {seed}")
     summary = fit(data, run, tcfg)
     device = resolve_device(tcfg.device)
@@ -189,17 +210,20 @@ def fusion_variants(inputs: Inputs, names: list[str]) -> dict:
     out = {}
     for name in names:
         runs = [fusion_run(inputs, name, s) for s in SEEDS]
-        out[name] = {"overrides": VARIANTS[name][1], "mask_ratio": VARIANTS[name][0] or inputs.cfg.labs.mask_ratio,
+        mask_ratio, notes, overrides = VARIANTS[name]
+        out[name] = {"overrides": overrides, "mask_ratio": mask_ratio or inputs.cfg.labs.mask_ratio, "notes": notes,
                      "macro_auprc": mean_sd(runs, "macro_auprc"), "macro_f1": mean_sd(runs, "macro_f1"),
-                     "train_mi_min": min(r["train_mi_min"] for r in runs), "runs": runs}
+                     "train_mi_min": mean_sd(runs, "train_mi_min"), "train_mi_last": mean_sd(runs, "train_mi_last"),
+                     "runs": runs}
     return out
 
 
 # --- logistic-regression probes -----------------------------------------------------------------
 def standardize(x: np.ndarray, fit_rows: np.ndarray, zero_rows: np.ndarray | None = None) -> np.ndarray:
-    """Per-column z-scores with the statistics of ``fit_rows``; ``zero_rows`` (missing inputs) stay 0."""
+    """Per-column z-scores with the statistics of ``fit_rows``, divided by sqrt(width) so that rows have unit
+    mean squared norm, like TF-IDF rows: one C grid then suits every width. ``zero_rows`` (missing) stay 0."""
     mean, sd = x[fit_rows].mean(0), x[fit_rows].std(0) + 1e-6
-    z = ((x - mean) / sd).astype(np.float32)
+    z = ((x - mean) / sd / np.sqrt(x.shape[1])).astype(np.float32)
     if zero_rows is not None:
         z[zero_rows] = 0.0
     return z
@@ -312,7 +336,6 @@ def note_probes(inputs: Inputs) -> dict:
 
 # --- checks and report --------------------------------------------------------------------------
 def run_check(name: str, inputs: Inputs) -> dict:
-    t0 = time.perf_counter()
     out: dict = {}
     if name in CHECK_VARIANTS:
         out["fusion"] = fusion_variants(inputs, CHECK_VARIANTS[name])
@@ -322,7 +345,6 @@ def run_check(name: str, inputs: Inputs) -> dict:
         out["probes"] = lab_probes(inputs, [None, ALT_MASK_RATIO], with_values=False)
     elif name == "note_probe":
         out["probes"] = note_probes(inputs)
-    out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
@@ -332,7 +354,8 @@ QUESTIONS = {
     "lab_values": "Lab value channels: each lab token and the pooled vector also carry the test's normalised "
                   "last/mean/min/max and a measured flag, or the frozen MLTM output alone?",
     "mask_ratio": f"MLTM mask ratio for the embedder: the default (0.75) or {ALT_MASK_RATIO:g} (the imputer setting)?",
-    "note_probe": "Note vector: which unit carries the most for a linear probe?",
+    "note_probe": "Note vector: which unit carries the most, for a linear probe and for MEDFuse (the default "
+                  "vector against its line-cluster bags alone)?",
 }
 
 
@@ -346,7 +369,7 @@ def markdown(results: dict) -> str:
         "# Design checks on validation data of the development cohort",
         "",
         ("Written by `benchmarks/design_checks.py`; do not edit by hand. Development cohort: synthetic "
-        f"seed 0, {meta['admissions']} admissions (mimic3 layout, default prepare; the `make demo` cohort), "
+        f"seed 0, {meta['admissions']} admissions (mimic3 layout, default prepare; docs/protocol.md), "
         f"{meta['train_admissions']} training and {meta['val_admissions']} validation admissions. Settings of "
         "`src/medfuse/resources/demo.toml` (MLTM 30 epochs; fusion up to 30 epochs, patience 5, batch 128) and "
         "otherwise the shipped defaults, no `compare.grid` tuning. **Every figure is on the validation split; "
@@ -354,9 +377,11 @@ def markdown(results: dict) -> str:
         "",
         (f"Fusion rows: MEDFuse trained with seeds {', '.join(map(str, SEEDS))}; mean ± sd over seeds. Validation "
         "macro-AUPRC is also the early-stopping criterion (best epoch), so every row carries the same small "
-        "optimism. Macro-F1: cross-fitted inside validation (patient-disjoint 5 folds x 20 repeats, each fold "
-        f"at thresholds of the `{meta['threshold_rule']}` rule tuned on the other folds). Probes: per-label logistic regression on standardised "
-        f"features (TF-IDF as is), C from {list(LOGREG_CS)} by grouped 3-fold cross-validation on the training "
+        "optimism. The vCLUB column: the estimate of I([s_a; s_b]; s_c) averaged over an epoch's training batches, "
+        "its lowest and its last epoch, mean of the seeds. Macro-F1: cross-fitted inside validation (patient-disjoint 5 folds x 20 repeats, each fold "
+        f"at thresholds of the `{meta['threshold_rule']}` rule tuned on the other folds). Probes: per-label "
+        "logistic regression on standardised features scaled to unit mean squared row norm (TF-IDF rows have unit norm already), C from "
+        f"{list(LOGREG_CS)} by grouped 3-fold cross-validation on the training "
         "split, scored once on validation."),
     ]
     for name in CHECKS:
@@ -365,14 +390,15 @@ def markdown(results: dict) -> str:
             continue
         lines += ["", f"## {name}", "", QUESTIONS[name], ""]
         if "fusion" in check:
-            lines += [("| MEDFuse variant | val macro-AUPRC | val macro-F1 | lowest epoch-mean MI estimate (nats) | "
-                      "epochs (best) per seed |"), "|---|---:|---:|---:|---|"]
+            lines += [("| MEDFuse variant | val macro-AUPRC | val macro-F1 | vCLUB estimate, nats: lowest / last "
+                       "epoch | epochs (best) per seed |"), "|---|---:|---:|---:|---|"]
             best = max(v["macro_auprc"]["mean"] for v in check["fusion"].values())
             for vname, v in check["fusion"].items():
                 auprc = _cell(v["macro_auprc"])
                 auprc = f"**{auprc}**" if v["macro_auprc"]["mean"] == best else auprc
                 epochs = ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in v["runs"])
-                lines.append(f"| {vname} | {auprc} | {_cell(v['macro_f1'])} | {v['train_mi_min']:.2f} | {epochs} |")
+                mi = f"{v['train_mi_min']['mean']:.2f} / {v['train_mi_last']['mean']:.2f}"
+                lines.append(f"| {vname} | {auprc} | {_cell(v['macro_f1'])} | {mi} | {epochs} |")
             lines.append("")
         if "probes" in check:
             lines += ["| probe input | width | val macro-AUPRC | val macro-F1 |", "|---|---:|---:|---:|"]
@@ -382,7 +408,14 @@ def markdown(results: dict) -> str:
                 auprc = f"**{auprc}**" if p["macro_auprc"] == best else auprc
                 lines.append(f"| {pname} | {p['width']:,} | {auprc} | {p['macro_f1']:.3f} |")
             lines.append("")
-    lines += ["", f"Machine: {meta['machine']}; run {meta['created']}."]
+    fusion = {(name, r["seed"]): r["seconds"] for c in results["checks"].values()
+              for name, v in c.get("fusion", {}).items() for r in v["runs"]}
+    probes = {name: p["seconds"] for c in results["checks"].values() for name, p in c.get("probes", {}).items()}
+    mltm = ", ".join(f"mask {r}: {sec:.0f} s" for r, sec in meta["mltm_train_seconds"].items())
+    lines += ["", (f"Compute as recorded when each piece was made (2 shared cores): {len(fusion)} fusion runs "
+                   f"{sum(fusion.values()) / 60:.1f} min, {len(probes)} probes {sum(probes.values()) / 60:.1f} min, "
+                   f"MLTM pre-training ({mltm}); embedding and data loading not counted."),
+              "", f"Machine: {meta['machine']}; run {meta['created']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -390,7 +423,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", action="append", choices=CHECKS, help="run only this check (repeatable)")
     ap.add_argument("--out", type=Path, default=RESULTS / "design_checks.json")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the existing --out JSON")
     args = ap.parse_args(argv)
+    if args.render_only:
+        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text())))
+        return
 
     import platform
 
@@ -405,6 +442,9 @@ def main(argv: list[str] | None = None) -> None:
     results["meta"] = {
         "cohort": "synthetic seed 0, mimic3 layout, default prepare", "admissions": len(data.y),
         "train_admissions": len(data.rows("train")), "val_admissions": len(data.rows("val")),
+        "mltm_train_seconds": {f"{r:g}": json.loads((WORK / f"labs-mask{r:g}" / "history.json").read_text())
+                               ["summary"]["train_seconds"] for r in (inputs.cfg.labs.mask_ratio, ALT_MASK_RATIO)
+                               if (WORK / f"labs-mask{r:g}" / "history.json").is_file()},
         "seeds": list(SEEDS), "threshold_rule": inputs.cfg.evaluate.threshold_rule, "labs": inputs.cfg.labs.model_dump(mode="json"),
         "train": inputs.cfg.train.model_dump(mode="json"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "

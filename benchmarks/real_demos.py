@@ -49,7 +49,7 @@ def main() -> None:
                 "test_patients": manifest["split_sizes"]["test"]["patients"],
                 "best_epoch": summary["best_epoch"],
                 **{m: {"value": value, **tuned["bootstrap"][m]} for m, value in headline(tuned).items()},
-                "subgroups": {g: s["n"] for g, s in metrics["subgroups"].items()},
+                "subgroups": {g: s["n"] for g, s in metrics["subgroups"]["modality"].items()},
             }
             print(name, {m: round(runs[name][m]["value"], 3) for m in HEADLINE})
     finally:

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medfuse.cli import app
+from medfuse.data import Cohort
 from medfuse.training.compare import best_baseline, slug
 
 
@@ -131,6 +132,9 @@ def test_train_evaluate_compare_report(cohort, config_file, tmp_path):
         assert heading in page
     assert "tuned on validation (plateau, tolerance 0.08)" in page and "0.5 for every label" in page
     assert "alt=\"cohort flow\"" in page and "Δ macro-AUPRC, MEDFuse − row" in page
+    census = Cohort(cohort).manifest["notes_census"]  # every note header of the cohort, and what was done with it
+    assert "<h2>Note headers</h2>" in page and f"{census['kept']:,} headers kept" in page
+    assert "labs: the whole stay" in page
     assert page.count("data:image/png;base64,") >= 6 and "src=\"http" not in page
 
 

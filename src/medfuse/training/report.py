@@ -58,6 +58,7 @@ def _interval(entry: dict | None) -> str:
 
 
 def cohort_section(cohort: Cohort) -> str:
+    from medfuse.data.audit import census_html
     from medfuse.training.plots import cohort_flow
 
     m = cohort.manifest
@@ -68,7 +69,8 @@ def cohort_section(cohort: Cohort) -> str:
     split = cohort.split
     parts = ["<h2>Cohort</h2>",
              (f"<p class='sub'>{html.escape(m['source'])} from <code>{html.escape(m['raw'])}</code>, "
-             f"prepared {html.escape(m['created'])}, notes: {html.escape(m['notes_status'])}</p>")]
+             f"prepared {html.escape(m['created'])}, notes: {html.escape(m['notes_status'])}, labs: "
+             f"{html.escape(m.get('prediction_window', {}).get('description', 'the whole stay'))}</p>")]
     rows = [["patients", *[sizes[s]["patients"] for s in (*SPLITS, "all")]],
             ["admissions", *[sizes[s]["admissions"] for s in (*SPLITS, "all")]],
             ["without note", *[float((~has_notes[split == s]).mean()) if (split == s).any() else None for s in SPLITS],
@@ -81,6 +83,7 @@ def cohort_section(cohort: Cohort) -> str:
     drop_rows = [[t, a["read"], a["used"], sum(a["dropped"].values()),
                   ", ".join(f"{k}: {v:,}" for k, v in a["dropped"].items()) or "–"] for t, a in m["tables"].items()]
     parts.append("<h3>Raw rows</h3>" + _table(["table", "read", "used", "dropped", "by reason"], drop_rows))
+    parts.append(census_html(m))
     return "\n".join(parts)
 
 

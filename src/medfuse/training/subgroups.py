@@ -23,9 +23,9 @@ def age_bands(age) -> np.ndarray:
 
 
 def _masks(values: np.ndarray, order: list[str] | None = None) -> dict[str, np.ndarray]:
-    """``{value: values == value}`` for every value present, in ``order`` (else sorted, unknown last)."""
+    """``{value: values == value}`` for every value present, in ``order`` (else sorted, "unknown" in any case last)."""
     present = set(values.tolist())
-    names = [v for v in order if v in present] if order else sorted(present - {UNKNOWN}) + [UNKNOWN] * (UNKNOWN in present)
+    names = [v for v in order if v in present] if order else sorted(present, key=lambda v: (v.lower() == UNKNOWN, v))
     return {name: values == name for name in names}
 
 
