@@ -332,7 +332,7 @@ def demo(
 ) -> None:
     """The whole pipeline on synthetic data, offline: synth, prepare, pretrain-labs, embed-notes,
     train, evaluate, compare, report."""
-    from medfuse.pipeline import demo as run_demo
+    from medfuse.demo import demo as run_demo
     from medfuse.progress import stage_progress
     from medfuse.reporting import print_comparison, print_metrics
 

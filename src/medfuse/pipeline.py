@@ -1,4 +1,4 @@
-"""End-to-end runs: train, evaluate and compare, reusing the outputs of earlier stages.
+"""End-to-end runs: train and evaluate, reusing the outputs of earlier stages (compare and demo build on these).
 
 A run folder (``medfuse train COHORT --out RUN``) holds:
 
@@ -153,29 +153,3 @@ def evaluate_run(run_dir: str | Path, split: str = "test", n_resamples: int = 10
     pq.write_table(pa.table(columns), run_dir / f"predictions_{split}.parquet")
     progress(f"evaluate {split}", 1.0)
     return metrics
-
-
-def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None) -> dict:
-    """Synthetic data -> prepare -> pretrain-labs -> embed-notes -> train -> evaluate -> compare -> report."""
-    import time
-
-    from medfuse.data.prepare import prepare_cohort
-    from medfuse.data.synth import generate
-    from medfuse.training.compare import compare
-    from medfuse.training.report import build_report
-
-    progress = progress or no_progress
-    out = Path(out)
-    t0 = time.perf_counter()
-    raw, cohort, run, comparison = out / "raw", out / "cohort", out / "run", out / "compare"
-    generate(raw, cfg.synth.format, cfg.synth.admissions, seed=cfg.synth.seed, note_fraction=cfg.synth.note_fraction,
-             progress=progress)
-    prepare_cohort(raw, cohort, cfg.prepare.model_copy(update={"source": cfg.synth.format}), overwrite=True,
-                   progress=progress)
-    train_run(cohort, run, cfg, progress=progress)
-    metrics = evaluate_run(run, "test", cfg.evaluate.n_resamples, progress=progress)
-    reuse = cfg.model_copy(update={"train": cfg.train.model_copy(
-        update={"labs_run": str(run / "labs"), "notes_run": str(run / "notes")})})
-    table = compare(cohort, comparison, reuse, progress=progress)
-    report = build_report(run, comparison)
-    return {"metrics": metrics, "compare": table, "report": report, "seconds": round(time.perf_counter() - t0, 1)}
