@@ -91,6 +91,7 @@ class NotesConfig(_Section):
     normalize: bool = True
     unit: Literal["lines", "text"] = "lines"
     line_clusters: int = Field(64, ge=0)
+    line_max: bool = True
     template: str = (
         "Chief complaint: {chief_complaint}\n"
         "History of present illness: {present_illness}\n"
@@ -116,6 +117,13 @@ class NotesConfig(_Section):
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     cpu_autocast: Literal["auto", "on", "off"] = "auto"
     seed: int = 0
+
+    @field_validator("line_max")
+    @classmethod
+    def _line_vector_not_empty(cls, v: bool, info) -> bool:
+        if not v and info.data.get("line_clusters") == 0:
+            raise ValueError("line_max = false needs line_clusters > 0 (the note vector would be empty)")
+        return v
 
 
 class TrainConfig(_Section):

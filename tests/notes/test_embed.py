@@ -209,3 +209,23 @@ def test_line_codebook_is_fitted_on_the_fit_rows_only(tiny_bert):
     counts = np.expm1(x[:, 32:])
     assert counts[:, 3:].sum() == 0 and np.allclose(counts.sum(1), [1] * 6 + [2] * 8)
     np.testing.assert_allclose(enc.transform(other), x[6:], atol=1e-6)
+
+
+def test_line_vector_without_max_blocks_is_the_bag_blocks(tiny_bert):
+    """``notes.line_max = false``: the same codebook and counts, without the max blocks; an empty vector is refused."""
+    from pydantic import ValidationError
+
+    from medfuse.config import NotesConfig
+    from medfuse.notes.lines import LineEncoder
+
+    values = [{"past_history": f"- {d}\n- gout"} for d in ("COPD", "CKD", "anemia", "CHF", "HTN", "CAD")]
+    fit = np.array([True, True, True, False, False, False])
+    embedder = NoteEmbedder(tiny_bert, cache_dir=False, dtype="float32")
+    both = LineEncoder(embedder, ["past_history"], clusters=3).fit_transform(values, fit)
+    bags = LineEncoder(embedder, ["past_history"], clusters=3, max_blocks=False)
+    x = bags.fit_transform(values, fit)
+    assert bags.dim == 3 and x.shape == (6, 3) and both.shape == (6, 32 + 3)
+    np.testing.assert_allclose(x, both[:, 32:], atol=1e-6)
+    np.testing.assert_allclose(np.expm1(x).sum(1), 2.0, atol=1e-5)  # two lines per admission, each in one cluster
+    with pytest.raises(ValidationError, match="line_clusters > 0"):
+        NotesConfig(line_clusters=0, line_max=False)

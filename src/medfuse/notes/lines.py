@@ -11,7 +11,7 @@ own; identical lines are embedded once. Per field, two blocks describe an admiss
   line vectors: lines that say the same thing in other words share a cluster.
 
 The admission's vector is ``[max blocks of every field, bag blocks of every field]``, zeros for an
-absent field: ``fields * (dim + clusters)`` wide.
+absent field: ``fields * (dim + clusters)`` wide (``fields * clusters`` with ``max_blocks=False``).
 """
 
 from __future__ import annotations
@@ -31,18 +31,21 @@ class LineEncoder:
     """Fit a per-field line codebook on training admissions, then encode admissions (sklearn-like).
 
     ``embedder``: a :class:`~medfuse.notes.embed.NoteEmbedder`; ``fields``: the template fields in order;
-    ``clusters``: codebook size per field (0 = max blocks only).
+    ``clusters``: codebook size per field (0 = max blocks only); ``max_blocks``: whether the max blocks are
+    part of the vector (False = bag blocks only).
     """
 
-    def __init__(self, embedder: Any, fields: list[str], clusters: int = 64, seed: int = 0):
+    def __init__(self, embedder: Any, fields: list[str], clusters: int = 64, seed: int = 0, max_blocks: bool = True):
+        if not max_blocks and not clusters:
+            raise ValueError("a line vector needs the max blocks or at least one line cluster")
         self.embedder, self.fields = embedder, list(fields)
-        self.clusters, self.seed = int(clusters), int(seed)
+        self.clusters, self.seed, self.max_blocks = int(clusters), int(seed), bool(max_blocks)
         self.centroids: dict[str, np.ndarray] = {}
         self.stats = {"lines": 0, "unique_lines": 0}
 
     @property
     def dim(self) -> int:
-        return len(self.fields) * (self.embedder.dim + self.clusters)
+        return len(self.fields) * (self.embedder.dim * self.max_blocks + self.clusters)
 
     def _lines(self, values: list[dict[str, str | None]], progress: ProgressFn | None):
         """``(distinct line vectors [U, d], and per line: its distinct-line id, admission, field index)``."""
@@ -92,7 +95,8 @@ class LineEncoder:
             if k and c is not None:  # nearest centroid: argmin |v - c|^2 = argmax v.c - |c|^2 / 2
                 nearest = np.argmax(unique @ c.T - 0.5 * (c * c).sum(1), axis=1)
                 np.add.at(bags[:, j], (owner[sel], nearest[line_id[sel]]), 1.0)
-        return np.concatenate([maxes.reshape(n, -1), np.log1p(bags).reshape(n, -1)], axis=1)
+        blocks = [maxes.reshape(n, -1)] if self.max_blocks else []
+        return np.concatenate([*blocks, np.log1p(bags).reshape(n, -1)], axis=1)
 
     def fit_transform(self, values: list[dict[str, str | None]], fit: np.ndarray,
                       progress: ProgressFn | None = None) -> np.ndarray:

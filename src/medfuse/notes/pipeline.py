@@ -110,7 +110,7 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
     rows = np.flatnonzero(nt.has_text)
     t1 = time.perf_counter()
     if unit == "lines":
-        lines = LineEncoder(embedder, template_fields(template), clusters, seed=cfg.seed)
+        lines = LineEncoder(embedder, template_fields(template), clusters, seed=cfg.seed, max_blocks=cfg.line_max)
         vectors = np.zeros((len(nt), lines.dim), dtype=np.float32)
         if len(rows):
             vectors[rows] = lines.fit_transform([nt.values[i] for i in rows], nt.split[rows] == "train", progress)
@@ -136,6 +136,7 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
         "unit": unit,
         "fields": template_fields(template) if unit == "lines" else None,
         "line_clusters": clusters if unit == "lines" else None,
+        "line_max": cfg.line_max if unit == "lines" else None,
         "dim": int(vectors.shape[1]),
         "admissions": len(nt),
         "embedded": int(nt.has_text.sum()),
