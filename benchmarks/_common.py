@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -14,6 +15,12 @@ import psutil
 ROOT = Path(__file__).resolve().parent
 CACHE = ROOT / ".cache"
 RESULTS = ROOT / "results"
+
+
+def offline() -> None:
+    """Nothing downloaded, no tokenizer thread pools: call before medfuse imports transformers."""
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(key, value)
 
 
 def synthetic_raw(fmt: str, admissions: int, seed: int = 0) -> Path:

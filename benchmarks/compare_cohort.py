@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shlex
 import shutil
@@ -30,7 +29,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from _common import RESULTS, ROOT, machine
+from _common import RESULTS, ROOT, machine, offline
 
 DEMO_SIZE = 2000
 STAGES_FILE = "stages.json"
@@ -232,7 +231,7 @@ def title_of(table: dict, name: str) -> str:
 
 
 def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True, help="results are compare_<name>.json / .md")
     ap.add_argument("--admissions", type=int, default=DEMO_SIZE)

@@ -9,12 +9,11 @@ patient-level bootstrap 95% intervals. Usage: python benchmarks/real_demos.py [-
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, save
+from _common import ROOT, offline, save
 
 DEMOS = {"mimic-iii-demo": "mimic3", "mimic-iv-demo": "mimic4"}
 DESCRIPTION = ("medfuse prepare -> train (pretrain-labs, embed-notes) -> evaluate, default configuration (MEDFuse, "
@@ -25,7 +24,7 @@ DESCRIPTION = ("medfuse prepare -> train (pretrain-labs, embed-notes) -> evaluat
 
 
 def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline()
     from medfuse.config import load_config
     from medfuse.data.prepare import prepare_cohort
     from medfuse.pipeline import evaluate_run, train_run

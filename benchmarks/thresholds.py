@@ -20,12 +20,11 @@ Usage: python benchmarks/thresholds.py [--data ../shared/data] [--repeats 20]
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, ROOT, save
+from _common import RESULTS, ROOT, offline, save
 
 RUNS = ROOT.parent / "runs" / "thresholds"
 DEMO_CONFIG = ROOT.parent / "src" / "medfuse" / "resources" / "demo.toml"
@@ -233,7 +232,7 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent.parent / "shared" / "data")
     ap.add_argument("--repeats", type=int, default=20, help="cross-fitting repeats per rule")
