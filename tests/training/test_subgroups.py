@@ -40,6 +40,9 @@ def test_cohort_subgroups_partition_the_rows(mimic3_cohort):
     assert (modality["without_note"] == ~has_note).all() and modality["without_labs"].sum() == 2
     assert (modality["note_and_labs"] == has_note & ~lab_missing).all()
 
+    no_race = adm.append_column("race", pa.nulls(adm.num_rows, pa.string()))  # what prepare writes without one
+    assert cohort_subgroups(no_race, rows, note_missing, lab_missing)[1] == {"race": "not in source"}
+
     race = ["WHITE", None, "BLACK", "WHITE", ""] * (adm.num_rows // 5) + ["WHITE"] * (adm.num_rows % 5)
     adm = adm.drop([c for c in adm.column_names if c.startswith("race")])
     families, missing = cohort_subgroups(adm.append_column("race", pa.array(race)), rows, note_missing, lab_missing)

@@ -68,7 +68,6 @@ class NotesAudit:
     cohort: Path
     notes_status: str
     notes_read: int
-    notes_used: int
     census: dict | None
     rows: list[tuple[str, int, str]]
 
@@ -81,5 +80,5 @@ def audit_notes(cohort: str | Path) -> NotesAudit:
         raise FileNotFoundError(f"{cohort}: not a cohort folder (no manifest.json); run `medfuse prepare` first")
     manifest = json.loads(path.read_text())
     notes = manifest.get("tables", {}).get("notes", {})
-    return NotesAudit(cohort, manifest.get("notes_status", "missing"), notes.get("read", 0), notes.get("used", 0),
+    return NotesAudit(cohort, manifest.get("notes_status", "missing"), notes.get("read", 0),
                       manifest.get("notes_census"), census_rows(manifest))

@@ -216,11 +216,11 @@ def best_baseline(table: dict) -> dict | None:
     return max(rows, key=lambda r: r["summary"]["macro_auprc"]["mean"]) if rows else None
 
 
-def delta_text(d: dict | None, p_value: bool = True) -> str:
+def delta_text(d: dict | None) -> str:
     """``"+0.003 [-0.010, +0.020], p = 0.230"`` for a paired difference; ``"–"`` when there is none."""
     if not d or d.get("diff") is None or d.get("low") is None:
         return "–"
-    return f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" + (f", p = {d['p_one_sided']:.3f}" if p_value else "")
+    return f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], p = {d['p_one_sided']:.3f}"
 
 
 def delta_cells(row: dict, table: dict, metric: str) -> str:

@@ -40,7 +40,7 @@ def cohort_subgroups(admissions: pa.Table, rows: np.ndarray, note_missing: np.nd
     Families: ``modality`` (``without_note``: no note; ``without_labs``: no lab token;
     ``without_any_text``: no note and no abnormal-lab text, i.e. the note vector is missing;
     ``note_and_labs``), ``sex``, ``age_band`` (:data:`AGE_BANDS`) and ``race`` when the cohort has a
-    ``race`` column; else ``not_available["race"] = "not in source"``. Missing categories are ``"unknown"``.
+    ``race`` column with any value; else ``not_available["race"] = "not in source"``. Missing categories are ``"unknown"``.
     """
     has_note = np.asarray(admissions.column("has_notes").to_pylist(), dtype=bool)[rows]
     families = {
@@ -50,7 +50,8 @@ def cohort_subgroups(admissions: pa.Table, rows: np.ndarray, note_missing: np.nd
         "age_band": _masks(age_bands(admissions.column("age").to_numpy())[rows], [n for _, n in AGE_BANDS]),
     }
     not_available = {}
-    if "race" in admissions.column_names:
+    # prepare writes a null race column when the source has none
+    if "race" in admissions.column_names and admissions.column("race").null_count < admissions.num_rows:
         families["race"] = _masks(_categories(admissions.column("race"))[rows])
     else:
         not_available["race"] = "not in source"

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medfuse.training.metrics import _as_2d
+from medfuse.training.metrics import _as_2d, _patient_index
 
 THRESHOLD_RULES = ("plateau", "f1_max", "shrunk", "half_best_f1", "fixed")
 DEFAULT = 0.5
@@ -71,11 +71,10 @@ def tune_thresholds(y_true, y_prob, rule: str = "plateau", tolerance: float = 0.
     return out
 
 
-def _folds(groups: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def _folds(groups, k: int, rng: np.random.Generator) -> np.ndarray:
     """A fold number ``0..k-1`` per row; all rows of one group (patient) share a fold."""
-    uniq, inverse = np.unique(groups, return_inverse=True)
-    fold_of_group = rng.permutation(len(uniq)) % k
-    return fold_of_group[inverse.ravel()]
+    patient, n_patients = _patient_index(groups, len(groups))
+    return (rng.permutation(n_patients) % k)[patient]
 
 
 def cross_fitted_f1(y_true, y_prob, groups=None, folds: int = 5, repeats: int = 20, seed: int = 0,
@@ -88,13 +87,11 @@ def cross_fitted_f1(y_true, y_prob, groups=None, folds: int = 5, repeats: int = 
     This scores a rule with data the thresholds never saw, so rules can be compared without a test split.
     """
     y, p = _as_2d(y_true, y_prob)
-    g = np.arange(len(y)) if groups is None else np.asarray(groups)
-    if g.shape != (len(y),):
-        raise ValueError(f"groups must have one patient id per row ({len(y)}), got shape {g.shape}")
+    patient, _ = _patient_index(groups, len(y))
     rng = np.random.default_rng(seed)
     macro, micro = [], []
     for _ in range(repeats):
-        fold = _folds(g, folds, rng)
+        fold = _folds(patient, folds, rng)
         pred = np.zeros_like(y)
         for k in range(folds):
             held = fold == k

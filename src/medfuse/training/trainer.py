@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from medfuse.config import TrainConfig
-from medfuse.fusion.club import penalty
 from medfuse.progress import ProgressFn, no_progress
 from medfuse.torch_utils import resolve_device, warmup_cosine
 from medfuse.training.checkpoint import atomic_save_tensors, load_checkpoint, save_checkpoint
@@ -124,7 +123,6 @@ def fit(data: FusionData, run_dir: str | Path, cfg: TrainConfig, lab_encoder: nn
         pos = data.y[train_rows].sum(0)
         pos_weight = torch.tensor(np.clip((len(train_rows) - pos) / np.maximum(pos, 1), 1, 100), dtype=torch.float32,
                                   device=device)
-    bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     shuffle = torch.Generator().manual_seed(cfg.seed)
     state = {"epoch": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
     (run_dir / MODEL_CONFIG_FILE).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
@@ -155,15 +153,9 @@ def fit(data: FusionData, run_dir: str | Path, cfg: TrainConfig, lab_encoder: nn
                 est_loss.backward()
                 est_opt.step()
                 sums["estimator"] += est_loss.item()
-            loss = bce(out.logits, y[rows])
-            sums["bce"] += loss.item()
-            if est_opt is not None and cfg.mi_weight > 0:
-                mi = net.fusion.mi_upper_bound(out)
-                loss = loss + cfg.mi_weight * penalty(mi, cfg.mi_floor)
-                sums["mi"] += mi.item()
-            elif est_opt is not None:
-                with torch.no_grad():
-                    sums["mi"] += float(net.fusion.mi_upper_bound(out))
+            loss, parts = net.fusion.main_loss(out, y[rows], pos_weight)
+            sums["bce"] += parts["bce"]
+            sums["mi"] += parts.get("mi", 0.0)
             main_opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(net.main_parameters(), cfg.grad_clip)
