@@ -19,18 +19,32 @@ LAB_AGGREGATES = ("last", "mean", "min", "max")
 
 
 class Cohort:
-    """A prepared cohort: Parquet tables plus ``manifest.json``."""
+    """A prepared cohort: Parquet tables plus ``manifest.json`` (or the same tables held in memory)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._tables: dict[str, pa.Table] | None = None
         manifest = self.path / "manifest.json"
         if not manifest.is_file():
             raise FileNotFoundError(f"{self.path}: not a medfuse cohort (no manifest.json)")
         self.manifest = json.loads(manifest.read_text())
 
-    def table(self, name: str) -> pa.Table:
+    @classmethod
+    def from_tables(cls, tables: dict[str, pa.Table], manifest: dict, name: str = "<memory>") -> Cohort:
+        """A cohort whose tables are in memory: what prediction builds for new patients, read by the same code."""
+        cohort = cls.__new__(cls)
+        cohort.path, cohort._tables, cohort.manifest = Path(name), dict(tables), manifest
+        return cohort
+
+    def has_table(self, name: str) -> bool:
+        return name in self._tables if self._tables is not None else (self.path / f"{name}.parquet").is_file()
+
+    def table(self, name: str, columns: list[str] | None = None) -> pa.Table:
         """One of the cohort's Parquet tables by name (``admissions``, ``labs``, ...)."""
-        return pq.read_table(self.path / f"{name}.parquet")
+        if self._tables is not None:
+            t = self._tables[name]
+            return t.select(columns) if columns is not None else t
+        return pq.read_table(self.path / f"{name}.parquet", columns=columns)
 
     @property
     def label_names(self) -> list[str]:
@@ -77,7 +91,7 @@ class Cohort:
         if aggregate not in LAB_AGGREGATES:
             raise ValueError(f"unknown aggregate {aggregate!r}; expected one of {LAB_AGGREGATES}")
         cols = [f"{k}__{aggregate}" for k in self.lab_keys]
-        t = pq.read_table(self.path / "labs.parquet", columns=cols)
+        t = self.table("labs", columns=cols)
         x = np.stack([t.column(c).to_numpy(zero_copy_only=False) for c in cols], axis=1).astype(np.float64)
         x = x[self.rows(split)]
         if normalized:

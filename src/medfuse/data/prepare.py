@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from medfuse import __version__
 from medfuse.config import PrepareConfig, config_hash
+from medfuse.data import transform
 from medfuse.data.diseases import ICD_CODE_REGEX, Disease, load_diseases
 from medfuse.data.prepare_notes import section_notes
 from medfuse.data.raw import SPECS, InputError, RawFile, locate
@@ -46,18 +47,6 @@ def _beside(main, side):
         side_done = pool.submit(side)
         result = main()
         return result, side_done.result()
-
-LAB_DROP_RULES: tuple[tuple[str, str], ...] = (  # (reason, SQL condition), the first that holds applies
-    ("invalid_id", "a.subject_id IS NULL OR a.itemid IS NULL"),
-    ("missing_time", "a.t IS NULL"),
-    ("non_numeric_value", "a.num IS NULL"),
-    ("non_finite_value", "isinf(a.num) OR isnan(a.num)"),
-    ("unknown_test", "li.itemid IS NULL"),
-    ("outside_any_admission", "a.from_window AND a.hadm_id IS NULL"),
-    ("admission_not_in_cohort", "c.hadm_id IS NULL"),
-    ("outside_admission_window", "a.t < c.win_start OR a.t > c.dischtime"),
-    ("after_prediction_window", "a.t > c.win_end"),
-)
 
 RACE_GROUPS: tuple[tuple[str, str], ...] = (  # (group, SQL condition on the upper-cased raw value {r}), first match
     ("UNKNOWN", "{r} = '' OR {r} LIKE 'UNKNOWN%' OR {r} LIKE 'UNABLE TO OBTAIN%' OR {r} LIKE '%DECLINED%'"),
@@ -275,10 +264,7 @@ class _Pipeline:
             age = "epoch(a.admittime - p.dob) / (365.2425 * 86400)"
         else:
             age = "p.anchor_age + year(a.admittime) - p.anchor_year"
-        h, w = float(self.cfg.lab_hours_before_admission), float(self.cfg.window_hours)
-        win_end = "a.dischtime"  # labs after win_end are dropped: after_prediction_window
-        if w:
-            win_end = f"least(a.dischtime, a.admittime + to_microseconds(CAST({w} * 3600e6 AS BIGINT)))"
+        win_start, win_end = transform.window_sql(self.cfg.lab_hours_before_admission, self.cfg.window_hours)
         race_column = SPECS[self.cfg.source]["admissions"].columns["race"]
         if race_column in self.files["admissions"].header:  # an empty value is UNKNOWN; no column at all is NULL
             r = "upper(trim(COALESCE(a.race, '')))"
@@ -291,7 +277,7 @@ class _Pipeline:
               a.subject_id, a.hadm_id, a.admittime, a.dischtime,
               round(least({age}, 90), 2)::DOUBLE AS age,
               CASE WHEN p.sex IN ('F', 'M') THEN p.sex END AS sex, {race} AS race, a.race AS race_raw,
-              a.admittime - to_microseconds(CAST({h} * 3600e6 AS BIGINT)) AS win_start, {win_end} AS win_end
+              {win_start} AS win_start, {win_end} AS win_end
             FROM admissions_rows a JOIN patients p USING (subject_id) WHERE a.reason IS NULL""")
         adm.used = self.scalar("SELECT count(*) FROM cohort")
         adm.repaired["age_capped_at_90"] = self.scalar(f"""SELECT count(*) FROM admissions_rows a
@@ -313,43 +299,18 @@ class _Pipeline:
             FROM cohort c JOIN split_of_patient s USING (subject_id)""")
 
     def labs(self) -> None:
-        c, src = self.con, self.cfg.source
-        refs = ["ref_low", "ref_high"] if src == "mimic4" else []  # MIMIC-III has no reference ranges
+        c, refs = self.con, self.cfg.source == "mimic4"  # MIMIC-III has no reference ranges
         c.execute(f"""CREATE TABLE labitems AS SELECT DISTINCT ON (itemid) TRY_CAST(itemid AS INTEGER) AS itemid,
             label, fluid, category FROM {self.read_csv('labitems')} WHERE TRY_CAST(itemid AS INTEGER) IS NOT NULL""")
         # One pass reads the rows, types them, attaches those without HADM_ID by time and gives each its
-        # drop reason (or none). VALUENUM is cast first; only rows without one parse VALUE, and only
-        # those with < or > try the regex.
-        self._attachment_windows()
-        censored = r"TRY_CAST(regexp_extract(value, '^\s*[<>]=?\s*(-?[0-9]*\.?[0-9]+)\s*$', 1) AS DOUBLE)"
-        carry = "".join(f", {r}" for r in refs)
-        reason = "CASE " + " ".join(f"WHEN {cond} THEN {i}" for i, (_, cond) in enumerate(LAB_DROP_RULES)) + " END"
-        self.sql(f"""CREATE TABLE lab_obs AS
-            WITH typed AS (
-              SELECT TRY_CAST(subject_id AS BIGINT) AS subject_id, TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
-                TRY_CAST(itemid AS INTEGER) AS itemid, TRY_CAST(charttime AS TIMESTAMP) AS t, value,
-                COALESCE(TRY_CAST(valuenum AS DOUBLE), TRY_CAST(trim(value) AS DOUBLE)) AS plain,
-                trim(unit) AS unit, lower(trim(flag)) = 'abnormal' AS abnormal
-                {''.join(f', TRY_CAST({r} AS DOUBLE) AS {r}' for r in refs)}
-              FROM {self.read_csv('labevents')}),
-            attached AS (
-              SELECT COALESCE(l.hadm_id, w.hadm_id) AS hadm_id, l.subject_id, l.itemid, l.t,
-                CASE WHEN plain IS NOT NULL THEN plain WHEN value SIMILAR TO '.*[<>].*' THEN {censored} END AS num,
-                plain IS NULL AND num IS NOT NULL AS censored, l.unit, l.abnormal{''.join(f', l.{r}' for r in refs)},
-                l.hadm_id IS NULL AS from_window
-              FROM typed l LEFT JOIN lab_windows w  -- a NULL key never matches: only rows without HADM_ID probe
-                ON w.subject_id = CASE WHEN l.hadm_id IS NULL THEN l.subject_id END AND l.t >= w.lo AND l.t < w.hi)
-            SELECT a.hadm_id, a.itemid, a.t, a.num, a.censored, a.unit, a.abnormal{carry}, a.from_window,
-              ({reason})::UTINYINT AS reason
-            FROM attached a LEFT JOIN cohort c ON c.hadm_id = a.hadm_id LEFT JOIN labitems li ON li.itemid = a.itemid
-            """, stage="labs: read")
+        # drop reason (or none); the shared transforms (medfuse.data.transform) do the rest.
+        transform.create_attachment_windows(c)
+        transform.create_lab_observations(c, self.read_csv("labevents"), refs, run=self.sql)
         acc = self.start_account("labevents", "lab_obs")
-        # A test's unit is its most frequent one (over all splits: a unit says nothing about the outcome).
-        c.execute("""CREATE TABLE lab_units AS SELECT itemid, mode(unit) AS unit FROM lab_obs
-            WHERE num IS NOT NULL AND unit <> '' GROUP BY itemid""")
-        acc.drop({LAB_DROP_RULES[code][0]: n for code, n in self.counts(
-            "SELECT reason, count(*) FROM lab_obs WHERE reason IS NOT NULL GROUP BY reason").items()})
-        self._lab_aggregates(refs)
+        transform.reference_units_from_data(c)
+        acc.repaired["unit_converted"] = transform.convert_units(c, refs)["converted"]
+        acc.drop(transform.drop_counts(c))
+        transform.create_lab_aggregates(c, refs, run=self.sql)
         duplicates, from_window = c.execute(
             "SELECT COALESCE(sum(n_rows - count), 0), COALESCE(sum(n_window), 0) FROM lab_agg").fetchall()[0]
         acc.drop({"duplicate": duplicates})
@@ -360,58 +321,8 @@ class _Pipeline:
         c.execute("DELETE FROM lab_agg WHERE itemid NOT IN (SELECT itemid FROM lab_tests)")
         acc.used, acc.repaired["censored_value"] = c.execute(
             "SELECT COALESCE(sum(count), 0), COALESCE(sum(n_censored), 0) FROM lab_agg").fetchall()[0]
-        _beside(self._lab_table, self.fork()._lab_text)  # the table in numpy, the text in DuckDB
-
-    def _attachment_windows(self) -> None:
-        """Disjoint time pieces per patient, each owned by the latest-admitted admission whose lab window
-        (``win_start`` to ``dischtime``, both included) covers it: a lab row without HADM_ID matches at most one."""
-        self.con.execute("""CREATE TABLE lab_windows AS
-            WITH edges AS (
-              SELECT subject_id, win_start AS b FROM cohort
-              UNION SELECT subject_id, dischtime + INTERVAL 1 MICROSECOND FROM cohort),
-            pieces AS (SELECT subject_id, b AS lo, lead(b) OVER (PARTITION BY subject_id ORDER BY b) AS hi FROM edges)
-            SELECT p.subject_id, p.lo, p.hi, arg_max(c.hadm_id, c.admittime) AS hadm_id
-            FROM pieces p JOIN cohort c ON c.subject_id = p.subject_id AND c.win_start <= p.lo
-              AND c.dischtime + INTERVAL 1 MICROSECOND >= p.hi
-            GROUP BY p.subject_id, p.lo, p.hi""")
-
-    def _lab_aggregates(self, refs: list[str]) -> None:
-        """Per admission and test: last/mean/min/max/count, censored count and the last abnormal result,
-        over distinct observations: exact duplicates (same admission, test, time and value) count once.
-
-        Aggregating per (admission, test) is cheap; de-duplicating all rows first (a hash table with one
-        entry per row) cost three times as much. So the aggregate also counts each pair's distinct
-        32-bit hashes of (time, value): a pair whose rows all hash differently has no duplicate, and
-        only the few others (``lab_dups``: their distinct observations, exactly) have count, mean and
-        censored count recomputed. A hash collision only sends a pair down the exact path.
-        """
-        flagged = "o.abnormal" + "".join(
-            f" OR (o.{r} IS NOT NULL AND o.num {'>' if r == 'ref_high' else '<'} o.{r})" for r in refs)
-        # "last" = the latest result, the largest value among results at the same time. One HUGEINT key
-        # (time in microseconds, then the value at 1e-6 resolution within +-1e9) sorts like (t, num) and
-        # arg_max over it is twice as fast as over a (t, num) struct; only values closer than 1e-6 tie.
-        last = ("(epoch_us(o.t)::HUGEINT * 100000000000000000000"
-                " + round((greatest(least(o.num, 1e9), -1e9) + 1e9) * 1e6)::HUGEINT)")
-        high_low = ("CASE WHEN o.ref_high IS NOT NULL AND o.num > o.ref_high THEN 'high' "
-                    "WHEN o.ref_low IS NOT NULL AND o.num < o.ref_low THEN 'low' ELSE 'abnormal' END")
-        # read only where abnormal_num is set; without reference ranges every flag is plain 'abnormal'
-        direction = f"arg_max({high_low}, {last}) FILTER (WHERE {flagged})" if refs else "'abnormal'"
-        self.sql(f"""CREATE TABLE lab_pairs AS SELECT o.hadm_id, o.itemid, arg_max(o.num, {last}) AS last,
-            avg(o.num) AS mean, min(o.num) AS min, max(o.num) AS max, count(*)::INTEGER AS count,
-            count_if(o.censored) AS n_censored,
-            arg_max(o.num, {last}) FILTER (WHERE {flagged}) AS abnormal_num,
-            {direction} AS abnormal_direction, count(*) AS n_rows, count_if(o.from_window) AS n_window,
-            list_unique(list((hash(o.t, o.num) >> 32)::UINTEGER)) AS n_hashes
-            FROM lab_obs o WHERE o.reason IS NULL GROUP BY o.hadm_id, o.itemid""", stage="labs: aggregate")
-        self.con.execute("""CREATE TABLE lab_dups AS SELECT o.hadm_id, o.itemid, o.t, o.num,
-              bool_or(o.censored) AS censored
-            FROM lab_obs o SEMI JOIN (SELECT hadm_id, itemid FROM lab_pairs WHERE n_hashes < n_rows) USING (hadm_id, itemid)
-            WHERE o.reason IS NULL GROUP BY o.hadm_id, o.itemid, o.t, o.num""")
-        self.con.execute("""CREATE TABLE lab_agg AS SELECT g.* EXCLUDE (n_hashes) REPLACE (COALESCE(d.count, g.count) AS count,
-              COALESCE(d.mean, g.mean) AS mean, COALESCE(d.n_censored, g.n_censored) AS n_censored)
-            FROM lab_pairs g LEFT JOIN (SELECT hadm_id, itemid, count(*)::INTEGER AS count, avg(num) AS mean,
-              count_if(censored) AS n_censored FROM lab_dups GROUP BY hadm_id, itemid) d USING (hadm_id, itemid)""")
-        self.con.execute("DROP TABLE lab_pairs")
+        twin = self.fork()  # the table in numpy, the text in DuckDB
+        self.lab_table, _ = _beside(lambda: transform.lab_wide_table(c), lambda: transform.create_lab_text(twin.con))
 
     def _select_tests(self) -> None:
         """Lab tests that become columns: frequent enough in *training* admissions, most frequent first."""
@@ -439,40 +350,6 @@ class _Pipeline:
         if self.scalar("SELECT count(*) FROM lab_tests") == 0:
             raise InputError(f"{self.files['labevents'].path}: no lab test is measured in at least "
                              f"{cfg.lab_min_admission_fraction:.0%} of training admissions")
-
-    def _lab_table(self) -> None:
-        """One row per cohort admission, six columns per selected test (a numpy scatter, not a SQL pivot)."""
-        c = self.con
-        tests = [itemid for (itemid,) in c.execute("SELECT itemid FROM lab_tests ORDER BY rank").fetchall()]
-        cohort = c.execute("SELECT row, hadm_id FROM cohort ORDER BY row").fetchnumpy()
-        g = c.execute("""SELECT c.row, t.rank, g.last, g.mean, g.min, g.max, g.count
-            FROM lab_agg g JOIN cohort c USING (hadm_id) JOIN lab_tests t USING (itemid)""").fetchnumpy()
-        n, n_tests = len(cohort["row"]), len(tests)
-        at = np.asarray(g["rank"], np.int64) * n + np.asarray(g["row"], np.int64)  # test-major: columns contiguous
-        count = np.zeros(n_tests * n, np.int32)
-        count[at] = g["count"]
-        count = count.reshape(n_tests, n)
-        observed = count > 0
-        values = {}
-        for a in ("last", "mean", "min", "max"):
-            values[a] = np.full(n_tests * n, np.nan)
-            values[a][at] = g[a]
-            values[a] = values[a].reshape(n_tests, n)
-        columns = {"hadm_id": cohort["hadm_id"]}
-        for j, itemid in enumerate(tests):
-            for a in ("last", "mean", "min", "max"):
-                columns[f"lab_{itemid}__{a}"] = pa.array(values[a][j], mask=~observed[j])
-            columns[f"lab_{itemid}__count"] = count[j]
-            columns[f"lab_{itemid}__observed"] = observed[j]
-        self.lab_table = pa.table(columns)  # already in cohort row order; written as it is
-
-    def _lab_text(self) -> None:
-        self.con.execute("""CREATE TABLE lab_text AS SELECT c.row, a.hadm_id,
-              'Abnormal labs: ' || string_agg(trim(t.label || ' ' || printf('%.4g', a.abnormal_num) || ' ' || t.unit)
-                || ' (' || a.abnormal_direction || ')', '; ' ORDER BY t.rank) || '.' AS text,
-              count(*)::INTEGER AS n_abnormal
-            FROM lab_agg a JOIN lab_tests t USING (itemid) JOIN cohort c USING (hadm_id)
-            WHERE a.abnormal_num IS NOT NULL GROUP BY c.row, a.hadm_id""")
 
     def write(self, out: Path, diseases: list[Disease]) -> dict[str, int]:
         """Write every cohort table as Parquet in cohort row order; returns rows per file."""

@@ -137,8 +137,7 @@ def build_texts(cohort: Cohort | str | Path, template: str = DEFAULT_TEMPLATE) -
     n = len(hadm)
     values: list[dict[str, str | None]] = [dict.fromkeys(FIELDS) for _ in range(n)]
 
-    notes_path = cohort.path / "notes.parquet"
-    if notes_path.is_file():
+    if cohort.has_table("notes"):
         notes = cohort.table("notes")
         present = [c for c in NOTE_SECTIONS if c in notes.column_names]
         cols = {c: notes.column(c).to_pylist() for c in present}
@@ -147,8 +146,7 @@ def build_texts(cohort: Cohort | str | Path, template: str = DEFAULT_TEMPLATE) -
             if i is not None:
                 for c in present:
                     values[i][c] = cols[c][j]
-    lab_path = cohort.path / "lab_text.parquet"
-    if lab_path.is_file():
+    if cohort.has_table("lab_text"):
         labs = cohort.table("lab_text")
         for h, t in zip(labs.column("hadm_id").to_pylist(), labs.column("text").to_pylist(), strict=True):
             i = index.get(int(h))

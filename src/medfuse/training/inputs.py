@@ -68,16 +68,44 @@ def lab_value_channels(cohort: Cohort, keys: list[str]) -> np.ndarray:
     return np.concatenate([np.nan_to_num(z, nan=0.0), measured], axis=-1).astype(np.float32)
 
 
-def load_fusion_data(cohort: str | Path | Cohort, labs_run: str | Path, notes_run: str | Path,
-                     device: str = "auto", batch_size: int = 1024) -> FusionData:
-    """Join a cohort with an MLTM run (``pretrain-labs``) and a note-embedding run (``embed-notes``).
+def note_statistics(note: np.ndarray, note_missing: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation (+1e-6) of the training split's note vectors (0 and 1
+    when no training admission has one): note vectors are tiny after L2 normalisation."""
+    fit_rows = (split == "train") & ~note_missing
+    if not fit_rows.any():
+        return np.zeros(note.shape[1], np.float32), np.ones(note.shape[1], np.float32)
+    return note[fit_rows].mean(axis=0), note[fit_rows].std(axis=0) + np.float32(1e-6)
 
-    Note vectors are standardised per dimension with training-split statistics (missing rows stay 0).
-    """
-    from medfuse.labs import LabEmbedder
+
+def assemble_fusion_data(cohort: Cohort, note: np.ndarray, note_missing: np.ndarray, embedder,
+                         note_mean: np.ndarray, note_std: np.ndarray, batch_size: int = 1024) -> FusionData:
+    """The fusion inputs of every cohort admission from its note vectors (cohort row order), a
+    :class:`~medfuse.labs.LabEmbedder` and the note standardisation: training and prediction both call it."""
+    note = note.astype(np.float32)
+    note = np.where(note_missing[:, None], 0.0, (note - note_mean) / note_std).astype(np.float32)
+    raw = embedder.cohort_values(cohort)
+    z = embedder.normalize(raw).astype(np.float32)
+    pooled, tokens = embedder.embed(raw, batch_size=batch_size, numpy=True)
+    return FusionData(
+        hadm_ids=cohort.hadm_ids,
+        subject_ids=cohort.table("admissions").column("subject_id").to_numpy(),
+        split=cohort.split,
+        y=cohort.labels(),
+        label_names=cohort.label_names,
+        note=note,
+        note_missing=note_missing.astype(bool),
+        lab_x=np.nan_to_num(z, nan=0.0),
+        lab_observed=~np.isnan(z),
+        lab_tokens=np.asarray(tokens, dtype=np.float32),
+        lab_pooled=np.asarray(pooled, dtype=np.float32),
+        lab_values=lab_value_channels(cohort, embedder.keys),
+    )
+
+
+def aligned_note_embeddings(cohort: Cohort, notes_run: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(vectors, missing)`` of an ``embed-notes`` run in the cohort's row order."""
     from medfuse.notes.pipeline import load_note_embeddings
 
-    cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
     hadm_ids = cohort.hadm_ids
     ids, vectors, missing = load_note_embeddings(notes_run)
     position = {h: i for i, h in enumerate(ids)}
@@ -86,30 +114,19 @@ def load_fusion_data(cohort: str | Path | Cohort, labs_run: str | Path, notes_ru
         raise ValueError(f"{notes_run}: no note embedding for {len(absent)} cohort admissions (e.g. {absent[0]}); "
                          "re-run embed-notes on this cohort")
     take = np.fromiter((position[h] for h in hadm_ids), dtype=np.int64, count=len(hadm_ids))
+    return vectors[take].astype(np.float32), missing[take].astype(bool)
 
-    note = vectors[take].astype(np.float32)
-    note_missing = missing[take].astype(bool)
-    fit_rows = (cohort.split == "train") & ~note_missing
-    if fit_rows.any():  # standardise each dimension with training statistics: embeddings are tiny after L2
-        mean, std = note[fit_rows].mean(axis=0), note[fit_rows].std(axis=0) + 1e-6
-        note = np.where(note_missing[:, None], 0.0, (note - mean) / std).astype(np.float32)
 
-    embedder = LabEmbedder.load(labs_run, device=device)
-    raw = embedder.cohort_values(cohort)
-    z = embedder.normalize(raw).astype(np.float32)
-    observed = ~np.isnan(z)
-    pooled, tokens = embedder.embed(raw, batch_size=batch_size, numpy=True)
-    return FusionData(
-        hadm_ids=hadm_ids,
-        subject_ids=cohort.table("admissions").column("subject_id").to_numpy(),
-        split=cohort.split,
-        y=cohort.labels(),
-        label_names=cohort.label_names,
-        note=note,
-        note_missing=note_missing,
-        lab_x=np.nan_to_num(z, nan=0.0),
-        lab_observed=observed,
-        lab_tokens=np.asarray(tokens, dtype=np.float32),
-        lab_pooled=np.asarray(pooled, dtype=np.float32),
-        lab_values=lab_value_channels(cohort, embedder.keys),
-    )
+def load_fusion_data(cohort: str | Path | Cohort, labs_run: str | Path, notes_run: str | Path,
+                     device: str = "auto", batch_size: int = 1024) -> FusionData:
+    """Join a cohort with an MLTM run (``pretrain-labs``) and a note-embedding run (``embed-notes``).
+
+    Note vectors are standardised per dimension with training-split statistics (missing rows stay 0).
+    """
+    from medfuse.labs import LabEmbedder
+
+    cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
+    note, note_missing = aligned_note_embeddings(cohort, notes_run)
+    mean, std = note_statistics(note, note_missing, cohort.split)
+    return assemble_fusion_data(cohort, note, note_missing, LabEmbedder.load(labs_run, device=device), mean, std,
+                                batch_size)

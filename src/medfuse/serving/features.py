@@ -1,0 +1,179 @@
+"""New patients' records -> an in-memory cohort, through the same transforms as ``prepare``.
+
+Labs go through :mod:`medfuse.data.transform` (typing, censored values, time window, unit conversion,
+per-test aggregation, abnormal-lab text) with the model's frozen vocabulary in place of the tests
+``prepare`` selects; notes through :func:`medfuse.data.sections.extract_sections`. The result is a
+:class:`~medfuse.data.cohort.Cohort` held in memory, which the training code then reads unchanged
+(note texts, lab values, normalisation with the frozen statistics).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from medfuse.data import transform
+from medfuse.data.cohort import Cohort
+from medfuse.data.sections import ALLOWED_SECTIONS, extract_sections
+from medfuse.serving.records import PatientRecord
+
+UNKNOWN_TEST = -1  # itemid given to a test the vocabulary does not know (dropped as unknown_test)
+_EPOCH = dt.datetime(2000, 1, 1)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the transforms need from the training cohort, frozen in the model bundle."""
+
+    lab_tests: pa.Table  # the cohort's lab_tests table: key, itemid, label, unit, median, scale, ...
+    labels: list[str]
+    source: str  # mimic3 or mimic4: whether reference ranges flag abnormal results
+    hours_before_admission: float
+    window_hours: float
+    clip: float
+
+    def manifest(self) -> dict:
+        """The parts of a cohort manifest that reading a cohort needs."""
+        return {"labels": self.labels, "lab_normalization": {"clip": self.clip}, "source": self.source}
+
+    def itemid_of(self) -> dict[str, int]:
+        """Test label (lower case) -> itemid; a label several tests share maps to the most frequent one."""
+        out: dict[str, int] = {}
+        for label, itemid in zip(self.lab_tests.column("label").to_pylist(),
+                                 self.lab_tests.column("itemid").to_pylist(), strict=True):
+            out.setdefault(str(label).strip().lower(), int(itemid))
+        return out
+
+
+def _text(v) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _time(t: dt.datetime | None) -> str | None:
+    if t is None:
+        return None
+    if t.tzinfo is not None:  # MIMIC times are naive local times: an aware time is read as it is written
+        t = t.replace(tzinfo=None)
+    return t.isoformat(sep=" ")
+
+
+def _lab_rows(records: list[PatientRecord], vocab: Vocabulary, warnings: list[list[str]]) -> pa.Table:
+    by_label = vocab.itemid_of()
+    cols: dict[str, list] = {k: [] for k in ("subject_id", "hadm_id", "itemid", "charttime", "value", "valuenum",
+                                             "unit", "flag", "ref_low", "ref_high")}
+    for i, r in enumerate(records):
+        unknown: Counter = Counter()
+        for lab in r.labs:
+            if isinstance(lab.test, int) or str(lab.test).strip().isdigit():
+                itemid = int(lab.test)
+            else:
+                itemid = by_label.get(str(lab.test).strip().lower(), UNKNOWN_TEST)
+                if itemid == UNKNOWN_TEST:
+                    unknown[str(lab.test)] += 1
+            cols["subject_id"].append(str(i))
+            cols["hadm_id"].append(str(i))
+            cols["itemid"].append(str(itemid))
+            cols["charttime"].append(_time(lab.time or r.admittime) or _time(_EPOCH))
+            cols["value"].append(_text(lab.value))
+            cols["valuenum"].append(None)
+            cols["unit"].append(lab.unit)
+            cols["flag"].append(lab.flag)
+            cols["ref_low"].append(_text(lab.ref_range_lower))
+            cols["ref_high"].append(_text(lab.ref_range_upper))
+        if unknown:
+            warnings[i].append("unknown test label(s): " + ", ".join(sorted(unknown)))
+    return pa.table({k: pa.array(v, pa.string()) for k, v in cols.items()})
+
+
+def _sections(r: PatientRecord, warnings: list[str]) -> dict[str, str | None]:
+    """The record's four sections: from its raw note(s) by the section rules, or as given."""
+    if r.sections is not None:
+        return {s: (getattr(r.sections, s) or None) for s in ALLOWED_SECTIONS}
+    notes = [r.note] if isinstance(r.note, str) else list(r.note or [])
+    parts: dict[str, list[str]] = {s: [] for s in ALLOWED_SECTIONS}
+    for text in notes:
+        if not text or not text.strip():
+            continue
+        found = extract_sections(text)
+        if not found:
+            warnings.append("the note has no allowed section (chief complaint, present illness, past history, "
+                            "medications on admission); it is not used")
+        for s, v in found.items():
+            if v is not None:
+                parts[s].append(v)
+    return {s: "\n".join(v) if v else None for s, v in parts.items()}
+
+
+def records_to_cohort(records: list[PatientRecord], vocab: Vocabulary) -> tuple[Cohort, list[list[str]]]:
+    """An in-memory cohort of ``records`` (row i = record i, ``hadm_id`` = i, split ``test``, labels 0) and
+    each record's warnings (unknown tests, values dropped by reason, a note without allowed section)."""
+    import duckdb
+
+    n = len(records)
+    warnings: list[list[str]] = [[] for _ in range(n)]
+    con = duckdb.connect(config={"threads": 1})
+    try:
+        admissions = pa.table({
+            "row": pa.array(np.arange(n), pa.int64()),
+            "admittime": pa.array([r.admittime and r.admittime.replace(tzinfo=None) for r in records],
+                                  pa.timestamp("us")),
+            "dischtime": pa.array([r.dischtime and r.dischtime.replace(tzinfo=None) for r in records],
+                                  pa.timestamp("us")),
+        })
+        con.register("admissions_src", admissions)
+        win_start, win_end = transform.window_sql(vocab.hours_before_admission, vocab.window_hours)
+        # without an admission time no lab is outside the window; without a discharge the stay goes on
+        con.execute(f"""CREATE TABLE cohort AS
+            WITH a AS (SELECT row, COALESCE(admittime, TIMESTAMP '0001-01-01') AS admittime,
+                         COALESCE(dischtime, TIMESTAMP '9999-12-31') AS dischtime, admittime IS NULL AS open
+                       FROM admissions_src)
+            SELECT a.row, a.row AS hadm_id, a.row AS subject_id, a.admittime, a.dischtime,
+              CASE WHEN a.open THEN a.admittime ELSE {win_start} END AS win_start,
+              CASE WHEN a.open THEN a.dischtime ELSE {win_end} END AS win_end FROM a""")
+        con.execute("CREATE TABLE lab_windows (subject_id BIGINT, lo TIMESTAMP, hi TIMESTAMP, hadm_id BIGINT)")
+        con.register("vocab_tests", vocab.lab_tests)
+        con.execute("""CREATE TABLE lab_tests AS SELECT row_number() OVER () - 1 AS rank, itemid, label, unit
+            FROM vocab_tests""")
+        con.execute("CREATE TABLE labitems AS SELECT itemid, label FROM lab_tests")
+        con.execute("CREATE TABLE lab_units AS SELECT itemid, unit FROM lab_tests WHERE unit <> ''")
+        refs = vocab.source == "mimic4"
+        con.register("record_labs", _lab_rows(records, vocab, warnings))
+        transform.create_lab_observations(con, "record_labs", refs)
+        transform.convert_units(con, refs)
+        dropped = con.execute("""SELECT hadm_id, reason, count(*) FROM lab_obs WHERE reason IS NOT NULL
+            GROUP BY ALL ORDER BY ALL""").fetchall()
+        for row, code, count in dropped:
+            warnings[int(row)].append(f"{count} lab value(s) not used: {transform.DROP_REASONS[code]}")
+        transform.create_lab_aggregates(con, refs)
+        labs = transform.lab_wide_table(con)
+        transform.create_lab_text(con)
+        lab_text = con.sql("SELECT hadm_id, text, n_abnormal FROM lab_text ORDER BY row").to_arrow_table()
+        has_labs = set(con.execute("SELECT DISTINCT hadm_id FROM lab_agg").fetchnumpy()["hadm_id"].tolist())
+    finally:
+        con.close()
+    sections = [_sections(r, warnings[i]) for i, r in enumerate(records)]
+    with_note = [i for i, s in enumerate(sections) if any(v is not None for v in s.values())]
+    notes = pa.table({"hadm_id": pa.array(with_note, pa.int64()),
+                      **{s: pa.array([sections[i][s] for i in with_note], pa.string()) for s in ALLOWED_SECTIONS},
+                      "n_notes": pa.array([1] * len(with_note), pa.int32())})
+    hadm = pa.array(np.arange(n), pa.int64())
+    tables = {
+        "admissions": pa.table({"subject_id": hadm, "hadm_id": hadm,
+                                "has_labs": pa.array([i in has_labs for i in range(n)]),
+                                "has_notes": pa.array([i in set(with_note) for i in range(n)])}),
+        "labs": labs,
+        "lab_text": lab_text,
+        "notes": notes,
+        "lab_tests": vocab.lab_tests,
+        "labels": pa.table({"hadm_id": hadm, **{name: pa.array(np.zeros(n, np.int8)) for name in vocab.labels}}),
+        "splits": pa.table({"subject_id": hadm, "hadm_id": hadm, "split": pa.array(["test"] * n)}),
+    }
+    return Cohort.from_tables(tables, vocab.manifest()), warnings

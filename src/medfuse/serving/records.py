@@ -1,0 +1,76 @@
+"""The patient record: one admission to predict, as ``medfuse predict`` reads it and the service accepts it.
+
+docs/predict.md describes the format; ``resources/patient_record.schema.json`` is its JSON Schema,
+generated from :class:`PatientRecord` (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_FILE = "patient_record.schema.json"
+MAX_ABS_VALUE = 1e15  # larger lab numbers are refused: no lab measures that much, and they overflow the model
+
+
+class LabResult(BaseModel):
+    """One lab result, as a row of MIMIC's LABEVENTS."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # JSON has no NaN; 1e999 parses as inf
+
+    test: int | str = Field(description="The test's itemid (e.g. 50912) or its label (e.g. 'Creatinine').")
+    value: float | str | None = Field(
+        description="A number, or a MIMIC-style string such as '>100' or '<0.5' (the bound is used).")
+    unit: str | None = Field(None, description="The value's unit; converted to the model's unit where the "
+                             "conversion is known (docs/predict.md), else the value is rejected.")
+    time: datetime | None = Field(None, description="When it was charted (ISO 8601). Labs outside the model's "
+                                  "prediction window are not used; without a time the admission time is assumed.")
+    flag: str | None = Field(None, description="'abnormal' where the laboratory flagged it (MIMIC's FLAG).")
+    ref_range_lower: float | None = Field(None, description="The laboratory's reference range, lower bound.")
+    ref_range_upper: float | None = Field(None, description="The laboratory's reference range, upper bound.")
+
+    @field_validator("test")
+    @classmethod
+    def _itemid_fits_int64(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not -(2**63) <= v < 2**63:
+            raise ValueError("an itemid must fit in 64 bits")
+        return v
+
+    @field_validator("value", "ref_range_lower", "ref_range_upper")
+    @classmethod
+    def _not_huge(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, float) and abs(v) > MAX_ABS_VALUE:
+            raise ValueError(f"a lab number must be within ±{MAX_ABS_VALUE:g}")
+        return v
+
+
+class NoteSections(BaseModel):
+    """The four note sections the model reads, already cut out of the note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chief_complaint: str | None = None
+    present_illness: str | None = None
+    past_history: str | None = None
+    admission_medications: str | None = None
+
+
+class PatientRecord(BaseModel):
+    """One admission: an id, its admission time, lab results and a note; either modality may be absent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | int = Field(description="Your identifier of the admission; returned unchanged.")
+    admittime: datetime | None = Field(None, description="Admission time (ISO 8601).")
+    dischtime: datetime | None = Field(None, description="Discharge time, if the stay has ended (ISO 8601).")
+    labs: list[LabResult] = Field(default_factory=list)
+    note: str | list[str] | None = Field(
+        None, description="Raw discharge-style note text, or several notes of the admission in time order; only "
+        "the allowed sections are read (the same section rules as `prepare`).")
+    sections: NoteSections | None = Field(None, description="The note as named sections instead of raw text.")
+
+
+def record_schema() -> dict:
+    """The JSON Schema of a patient record."""
+    return PatientRecord.model_json_schema()
