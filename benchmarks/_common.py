@@ -58,3 +58,37 @@ def save(name: str, result: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d"), **result}, indent=2))
     return path
+
+
+def demo_bundle() -> Path:
+    """The demo's model as a bundle: ``make demo``'s settings (demo.toml: synthetic seed 1, 2,000 admissions,
+    the default text model), trained once and exported under benchmarks/.cache/demo-model/model."""
+    from importlib import resources
+
+    from medfuse.config import load_config
+    from medfuse.data.prepare import prepare_cohort
+    from medfuse.pipeline import train_run
+    from medfuse.serving import export_bundle
+
+    out = CACHE / "demo-model"
+    if (out / "model" / "bundle.json").exists():
+        return out / "model"
+    with resources.as_file(resources.files("medfuse.resources").joinpath("demo.toml")) as path:
+        cfg = load_config(path)
+    raw = synthetic_raw(cfg.synth.format, cfg.synth.admissions, cfg.synth.seed)
+    prepare_cohort(raw, out / "cohort", cfg.prepare.model_copy(update={"source": cfg.synth.format}), overwrite=True)
+    train_run(out / "cohort", out / "run", cfg)
+    return export_bundle(out / "run", out / "model", overwrite=True)
+
+
+def new_patient_records(fmt: str, admissions: int, seed: int) -> Path:
+    """Patient records (JSON Lines) of a synthetic hospital of another seed, made once under .cache."""
+    from medfuse.serving.convert import records_from_raw
+
+    out = CACHE / f"records-{fmt}-{admissions}-{seed}.jsonl"
+    if not out.exists():
+        rows = records_from_raw(synthetic_raw(fmt, admissions, seed), fmt)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+        tmp.rename(out)
+    return out

@@ -325,23 +325,159 @@ def report(
 
 
 @app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="A trained run folder (`medfuse train`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model bundle folder to create.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
+) -> None:
+    """Write a self-contained model bundle: weights, vocabulary, thresholds, metrics and a model card."""
+    from medfuse.serving.bundle import BundleError, export_bundle
+
+    try:
+        path = export_bundle(run, out, overwrite=overwrite)
+    except (BundleError, FileNotFoundError) as e:
+        _fail(str(e))
+    _print_card(path)
+
+
+def _print_card(path: Path) -> None:
+    from medfuse.reporting import print_mapping
+    from medfuse.serving.bundle import read_bundle
+    from medfuse.serving.card import card
+
+    c = card(read_bundle(path, verify=False))
+    test = c["metrics"]["test"]["headline"]
+
+    def fmt(e: dict) -> str:
+        return "-" if e.get("value") is None else f"{e['value']:.3f}" + (
+            f" ({e['low']:.3f}-{e['high']:.3f})" if e.get("low") is not None else "")
+
+    sizes = c["training_cohort"]["split_sizes"]
+    print_mapping(f"model {c['model_version']} in {path}", {
+        "model": c["model"]["kind"], "labels": ", ".join(c["labels"]),
+        "text model": f"{c['text_model']['model']} ({c['text_model']['unit']}, {c['text_model']['pooling']} pooling)",
+        "training cohort": f"{c['training_cohort']['source']}: " + ", ".join(
+            f"{s} {sizes[s]['admissions']:,}" for s in ("train", "val", "test")),
+        **{f"test {m}": fmt(e) for m, e in test.items()},
+        "prediction window": c["prediction_window"], "created": c["created"]})
+
+
+@app.command()
+def info(
+    model: Annotated[Path, typer.Argument(help="A model bundle folder (`medfuse export`).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole model card as JSON.")] = False,
+) -> None:
+    """Print a model bundle's card: labels, training data, metrics with intervals, settings."""
+    from medfuse.serving.bundle import BundleError
+    from medfuse.serving.predict import bundle_summary
+
+    try:
+        text = bundle_summary(model)
+    except BundleError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(text)
+    else:
+        _print_card(model)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A model bundle folder (`medfuse export`).")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="patients.jsonl, patients.parquet or a cohort folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Predictions Parquet file to write.")],
+    explain: Annotated[bool, typer.Option(help="Add the labs and note lines behind each positive label.")] = False,
+    split: Annotated[str | None, typer.Option(help="With a cohort folder: only this split.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Records per prediction chunk (memory is bounded by it).")] = 256,
+    cache_dir: Annotated[Path | None, typer.Option(help="Line-embedding cache folder (default: the user cache).")] = None,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Use the line-embedding cache.")] = True,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+) -> None:
+    """Predict new patients (docs/predict.md): one output row per record; unreadable records go to errors.jsonl."""
+    from medfuse.progress import stage_progress
+    from medfuse.reporting import print_mapping
+    from medfuse.serving.batch import predict_file
+    from medfuse.serving.bundle import BundleError
+    from medfuse.serving.predict import Predictor
+
+    try:
+        predictor = Predictor.load(model, device=device, cache_dir=cache_dir if cache else False)
+        with stage_progress() as progress:
+            s = predict_file(predictor, input, out, explain=explain, batch_size=batch_size, split=split,
+                             progress=progress)
+    except (BundleError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    print_mapping(f"predictions in {s.output}", {
+        "records read": f"{s.read:,}", "predicted": f"{s.predicted:,}", "with warnings": f"{s.with_warnings:,}",
+        "unreadable (errors.jsonl)": f"{s.errors:,}" + (f" -> {s.errors_file}" if s.errors_file else ""),
+        "positive decisions": ", ".join(f"{k} {v:,}" for k, v in s.positives.items()),
+        "seconds": f"{s.seconds:.1f}", "records / s": f"{s.per_second:.1f}"})
+
+
+@app.command()
+def records(
+    raw: Annotated[Path, typer.Argument(help="Folder with raw MIMIC-style files (e.g. from `medfuse synth`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="patients.jsonl to write.")],
+    source: Annotated[str, typer.Option("--source", "-s", help="mimic3 or mimic4.")] = "mimic3",
+    limit: Annotated[int | None, typer.Option(help="At most this many admissions.")] = None,
+) -> None:
+    """Turn raw MIMIC-style files into patient records (JSON Lines) for `predict` and the service."""
+    import json
+
+    from medfuse.data.raw import InputError
+    from medfuse.serving.convert import records_from_raw
+
+    try:
+        rows = records_from_raw(raw, source, limit=limit)
+    except InputError as e:
+        _fail(str(e))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+    typer.echo(f"{len(rows):,} records in {out}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything the demo writes.")] = Path("runs/demo"),
     admissions: Annotated[int | None, typer.Option(help="Synthetic admissions.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """The whole pipeline on synthetic data, offline: synth, prepare, pretrain-labs, embed-notes,
-    train, evaluate, compare, report."""
+    train, evaluate, compare, report, then export the model and predict 3 new patients with it."""
     from medfuse.demo import demo as run_demo
     from medfuse.progress import stage_progress
-    from medfuse.reporting import print_comparison, print_metrics
+    from medfuse.reporting import print_comparison, print_metrics, print_predictions
 
     cfg = _config(config or _demo_config(), synth={"admissions": admissions})
     with stage_progress() as progress:
         result = run_demo(out, cfg, progress=progress)
     print_metrics(result["metrics"])
     print_comparison(result["compare"])
+    print_predictions(result["new_patients"])
     typer.echo(f"report: {result['report']}")
+    typer.echo(f"model bundle: {out / 'model'} (medfuse info / predict / serve)")
+
+
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="A model bundle folder (from `medfuse export`).")],
+    host: Annotated[str | None, typer.Option(help="Address to bind; default 127.0.0.1 (loopback).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port; 0 = any free port (the log says which).")] = None,
+    allow_insecure: Annotated[bool, typer.Option(
+        "--allow-insecure", help="Bind a non-loopback host although MEDFUSE_API_TOKEN is not set.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve predictions over HTTP: POST /v1/predict, GET /v1/model, /healthz, /readyz, /docs (docs/serving.md)."""
+    from medfuse.serving.service import TOKEN_ENV, bind_error
+    from medfuse.serving.service import serve as run_service
+
+    cfg = _config(config, serve={"host": host, "port": port}).serve
+    token = os.environ.get(TOKEN_ENV) or None
+    if problem := bind_error(cfg.host, token, allow_insecure):
+        _fail(problem)
+    if not bundle.is_dir():
+        _fail(f"{bundle}: not a model bundle folder; run `medfuse export` first")
+    raise typer.Exit(run_service(bundle, cfg, token))
 
 
 def _demo_config() -> Path:

@@ -75,3 +75,22 @@ def print_comparison(table: dict) -> None:
         out.add_row(r["name"], *[f"{s[k]['mean']:.3f} ± {s[k]['std']:.3f}"
                                  for k in ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")])
     console.print(out)
+
+
+def print_predictions(results: list[dict], explained: int = 1) -> None:
+    """New patients' positive labels with probabilities, and the explanation of the first ``explained``."""
+    table = Table(title="new patients, predicted through the model bundle", title_justify="left")
+    for name in ("id", "positive labels (probability)", "warnings"):
+        table.add_column(name)
+    for r in results:
+        positive = [f"{n} {p:.2f}" for n, p in r["probabilities"].items() if r["decisions"][n]]
+        table.add_row(str(r["id"]), ", ".join(positive) or "-", str(len(r["warnings"])))
+    console.print(table)
+    for r in results[:explained]:
+        for label, e in list(r.get("explanations", {}).items())[:1]:
+            console.print(f"why {label} for patient {r['id']} (p = {e['probability']:.2f}):", highlight=False)
+            for lab in e.get("labs", [])[:3]:
+                console.print(f"  lab  {lab['score']:+.3f}  {lab['label']} {lab['value']:.4g} {lab['unit']}",
+                              highlight=False)
+            for line in e.get("note_lines", [])[:3]:
+                console.print(f"  note {line['score']:+.3f}  [{line['field']}] {line['text'][:90]}", highlight=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,3 +178,43 @@ def records_to_cohort(records: list[PatientRecord], vocab: Vocabulary) -> tuple[
         "splits": pa.table({"subject_id": hadm, "hadm_id": hadm, "split": pa.array(["test"] * n)}),
     }
     return Cohort.from_tables(tables, vocab.manifest()), warnings
+
+
+def cohort_chunks(path, vocab: Vocabulary, batch_size: int = 256,
+                  split: str | None = None) -> Iterator[tuple[Cohort, np.ndarray | None]]:
+    """A prepared cohort folder in in-memory chunks over the model's vocabulary: ``(cohort, known labels)``.
+
+    The cohort's aggregates (original units) are realigned to the vocabulary by test (a test the cohort
+    lacks is not measured) and normalised later with the model's frozen statistics; its note sections
+    and abnormal-lab text are read as ``prepare`` wrote them.
+    """
+    import pyarrow.compute as pc
+
+    disk = Cohort(path)
+    rows = disk.rows(split)
+    present = set(disk.table("labs").schema.names) if disk.has_table("labs") else set()
+    wanted = [f"{k}__{a}" for k in vocab.lab_tests.column("key").to_pylist() for a in transform.AGGREGATES]
+    labs = disk.table("labs", columns=["hadm_id", *[c for c in wanted if c in present]])
+    admissions, labels = disk.table("admissions"), disk.table("labels")
+    known = [n for n in vocab.labels if n in labels.column_names]
+    side = {name: disk.table(name) for name in ("notes", "lab_text") if disk.has_table(name)}
+    for start in range(0, len(rows), batch_size):
+        take = pa.array(rows[start:start + batch_size])
+        adm = admissions.take(take)
+        n = adm.num_rows
+        lab = labs.take(take)
+        lab_cols = {"hadm_id": lab.column("hadm_id")}
+        for c in wanted:
+            lab_cols[c] = lab.column(c) if c in present else pa.nulls(n, pa.float64())
+        ids = adm.column("hadm_id")
+        tables = {
+            "admissions": adm,
+            "labs": pa.table(lab_cols),
+            **{name: t.filter(pc.is_in(t.column("hadm_id"), ids)) for name, t in side.items()},
+            "lab_tests": vocab.lab_tests,
+            "labels": pa.table({"hadm_id": ids, **{name: labels.column(name).take(take) if name in known
+                                                   else pa.array(np.zeros(n, np.int8)) for name in vocab.labels}}),
+            "splits": pa.table({"subject_id": adm.column("subject_id"), "hadm_id": ids, "split": pa.array(["test"] * n)}),
+        }
+        cohort = Cohort.from_tables(tables, vocab.manifest())
+        yield cohort, (cohort.labels() if len(known) == len(vocab.labels) else None)

@@ -106,10 +106,14 @@ class Predictor:
 
     def prepare(self, records: list[PatientRecord]) -> Prepared:
         """Records -> model inputs (the transforms of ``prepare``, the notes stage and the training inputs)."""
+        cohort, warnings = records_to_cohort(records, self.vocab)
+        return self.prepare_cohort(cohort, warnings)
+
+    def prepare_cohort(self, cohort, warnings: list[list[str]] | None = None) -> Prepared:
+        """An (in-memory) cohort over the bundle's vocabulary -> model inputs."""
         from medfuse.notes.text import build_texts
         from medfuse.training.inputs import assemble_fusion_data
 
-        cohort, warnings = records_to_cohort(records, self.vocab)
         texts = build_texts(cohort, self.bundle["text_model"]["template"])
         rows = np.flatnonzero(texts.has_text)
         dim = self.lines.dim if self.lines is not None else self.embedder.dim
@@ -119,7 +123,7 @@ class Predictor:
         elif len(rows):
             note[rows] = self.embedder.embed([texts.texts[i] for i in rows])
         data = assemble_fusion_data(cohort, note, ~texts.has_text, self.labs, self.note_mean, self.note_std)
-        return Prepared(cohort, data, texts, warnings)
+        return Prepared(cohort, data, texts, warnings or [[] for _ in range(len(texts))])
 
     def probabilities(self, prepared: Prepared) -> np.ndarray:
         """``[N, labels]`` probabilities of a prepared batch."""
@@ -132,7 +136,18 @@ class Predictor:
         and, with ``explain``, the lab tests and note lines that pushed each positive label most."""
         if not records:
             return []
-        prepared = self.prepare(records)
+        times = [r.admittime.isoformat() if r.admittime else None for r in records]
+        return self.results(self.prepare(records), [r.id for r in records], times, explain)
+
+    def predict_cohort(self, cohort, explain: bool = False) -> list[dict]:
+        """One result per admission of an in-memory cohort over the bundle's vocabulary (``cohort_chunks``)."""
+        adm = cohort.table("admissions")
+        times = [t.isoformat() if t else None for t in adm.column("admittime").to_pylist()] \
+            if "admittime" in adm.column_names else [None] * adm.num_rows
+        return self.results(self.prepare_cohort(cohort), [int(h) for h in cohort.hadm_ids], times, explain)
+
+    def results(self, prepared: Prepared, ids: list, admittimes: list[str | None], explain: bool) -> list[dict]:
+        """The result dicts of a prepared batch (``ids`` and ``admittimes`` are echoed back)."""
         prob = self.probabilities(prepared)
         explanations = None
         if explain:
@@ -140,10 +155,10 @@ class Predictor:
 
             explanations = explain_batch(self, prepared, prob)
         out = []
-        for i, r in enumerate(records):
+        for i, (record_id, admittime) in enumerate(zip(ids, admittimes, strict=True)):
             result = {
-                "id": r.id,
-                "admittime": r.admittime.isoformat() if r.admittime else None,
+                "id": record_id,
+                "admittime": admittime,
                 "probabilities": {n: float(p) for n, p in zip(self.label_names, prob[i], strict=True)},
                 "decisions": {n: bool(p >= t) for n, p, t in zip(self.label_names, prob[i], self.thresholds,
                                                                  strict=True)},

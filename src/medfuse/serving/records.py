@@ -74,3 +74,11 @@ class PatientRecord(BaseModel):
 def record_schema() -> dict:
     """The JSON Schema of a patient record."""
     return PatientRecord.model_json_schema()
+
+
+if __name__ == "__main__":  # python -m medfuse.serving.records: regenerate the shipped schema
+    import json
+    from importlib import resources
+
+    with resources.as_file(resources.files("medfuse.resources").joinpath(SCHEMA_FILE)) as path:
+        path.write_text(json.dumps(record_schema(), indent=2) + "\n")

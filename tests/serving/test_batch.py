@@ -1,0 +1,145 @@
+"""Batch prediction: JSON Lines, Parquet and cohort inputs, bad records, unit conversion, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from medfuse.cli import app
+from medfuse.serving.batch import predict_file
+from medfuse.serving.predict import Predictor
+from medfuse.serving.records import PatientRecord, record_schema
+
+
+@pytest.fixture(scope="module")
+def predictor(served):
+    root, _ = served
+    return Predictor.load(root / "model", cache_dir=root / "cache")
+
+
+def creatinine(predictor) -> tuple[int, str]:
+    tests = predictor.vocab.lab_tests.to_pylist()
+    t = next(t for t in tests if t["label"].lower() == "creatinine")
+    return t["itemid"], t["unit"]
+
+
+def test_shipped_json_schema_is_the_record_model():
+    from importlib import resources
+
+    shipped = json.loads(resources.files("medfuse.resources").joinpath("patient_record.schema.json").read_text())
+    assert shipped == record_schema(), "regenerate it: python -m medfuse.serving.records"
+
+
+def test_jsonl_with_bad_records_never_sinks_the_batch(predictor, tmp_path):
+    itemid, unit = creatinine(predictor)
+    good = {"id": "a", "admittime": "2150-01-01T00:00:00",
+            "labs": [{"test": itemid, "value": 1.1, "unit": unit, "time": "2150-01-01T05:00:00"},
+                     {"test": "No such test", "value": 3, "unit": "x"},
+                     {"test": itemid, "value": "ERROR", "unit": unit},
+                     {"test": itemid, "value": 4.0, "unit": "furlongs"}],
+            "note": "Chief Complaint:\nchest pain\n"}
+    lines = [json.dumps(good), "{not json", json.dumps({"id": "b", "labs": [{"test": 1, "value": [1, 2]}]}),
+             "", json.dumps({"id": "c", "note": "HPI: dyspnea on exertion."}), json.dumps({"labs": []})]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    s = predict_file(predictor, tmp_path / "in.jsonl", tmp_path / "out" / "pred.parquet")
+    assert (s.read, s.predicted, s.errors) == (5, 2, 3)
+    errors = [json.loads(x) for x in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert [e["line"] for e in errors] == [2, 3, 6]
+    assert "not valid JSON" in errors[0]["error"] and errors[1]["error"].startswith("labs.0.value")
+    assert errors[2]["error"].startswith("id: Field required")
+    out = pq.read_table(tmp_path / "out" / "pred.parquet").to_pylist()
+    assert [o["id"] for o in out] == ["a", "c"]
+    warnings = " | ".join(out[0]["warnings"])
+    for reason in ("unknown test label(s): No such test", "non_numeric_value", "unit_not_convertible"):
+        assert reason in warnings
+    assert out[1]["warnings"] == []
+    assert all(0 <= out[0][f"{n}__prob"] <= 1 for n in predictor.label_names)
+
+
+def test_a_record_that_fails_inside_the_model_is_isolated(predictor, tmp_path, monkeypatch):
+    real = predictor.predict
+
+    def fragile(records, explain=False):
+        if any(r.id == "boom" for r in records):
+            raise RuntimeError("simulated failure")
+        return real(records, explain=explain)
+
+    monkeypatch.setattr(predictor, "predict", fragile)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in ("a", "boom", "c")))
+    s = predict_file(predictor, tmp_path / "in.jsonl", tmp_path / "o.parquet")
+    assert (s.predicted, s.errors) == (2, 1)
+    assert pq.read_table(tmp_path / "o.parquet").column("id").to_pylist() == ["a", "c"]
+    error = json.loads((tmp_path / "errors.jsonl").read_text())
+    assert error == {"line": 2, "error": "cannot be predicted: RuntimeError: simulated failure"}
+
+
+def test_known_unit_conversion_gives_the_same_prediction(predictor):
+    itemid, unit = creatinine(predictor)
+    assert unit.lower() == "mg/dl"
+    same = [PatientRecord.model_validate({"id": i, "labs": [{"test": itemid, "value": v, "unit": u}]})
+            for i, (v, u) in enumerate([(2.0, "mg/dL"), (2.0 * 88.4, "umol/L"), (2.0 * 88.4, "µmol/L")])]
+    out = predictor.predict(same)
+    p = np.array([[o["probabilities"][n] for n in predictor.label_names] for o in out])
+    np.testing.assert_allclose(p[1], p[0], atol=1e-5)
+    np.testing.assert_allclose(p[2], p[0], atol=1e-5)
+    assert not any(o["warnings"] for o in out)
+    other = predictor.predict([PatientRecord.model_validate({"id": 9, "labs": [{"test": itemid, "value": 9.0}]})])
+    assert max(abs(other[0]["probabilities"][n] - p[0][j]) for j, n in enumerate(predictor.label_names)) > 1e-4
+
+
+def test_parquet_input_equals_jsonl_input(predictor, served, tmp_path):
+    from medfuse.serving.convert import records_from_raw
+
+    root, _ = served
+    rows = records_from_raw(root / "raw", "mimic4", limit=12)
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+    records = [PatientRecord.model_validate(r).model_dump(mode="json") for r in rows]
+    for r in records:
+        r["note"] = r["note"] if isinstance(r["note"], list) else [r["note"]] if r["note"] else []
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "p.parquet")
+    a = predict_file(predictor, tmp_path / "p.jsonl", tmp_path / "a.parquet")
+    b = predict_file(predictor, tmp_path / "p.parquet", tmp_path / "b.parquet")
+    assert a.predicted == b.predicted == 12 and a.errors == b.errors == 0
+    ta, tb = pq.read_table(tmp_path / "a.parquet"), pq.read_table(tmp_path / "b.parquet")
+    for n in predictor.label_names:
+        np.testing.assert_allclose(ta.column(f"{n}__prob").to_numpy(), tb.column(f"{n}__prob").to_numpy(), atol=1e-6)
+
+
+def test_cohort_folder_input_equals_evaluate(predictor, served, tmp_path):
+    root, _ = served
+    s = predict_file(predictor, root / "cohort", tmp_path / "c.parquet", split="test", batch_size=20)
+    got = pq.read_table(tmp_path / "c.parquet").to_pydict()
+    want = pq.read_table(root / "run" / "predictions_test.parquet").to_pydict()
+    assert s.predicted == len(want["hadm_id"]) and got["id"] == [str(h) for h in want["hadm_id"]]
+    for n in predictor.label_names:
+        assert np.abs(np.array(got[f"{n}__prob"]) - np.array(want[f"{n}__prob"])).max() < 1e-5
+        assert got[f"{n}__true"] == want[f"{n}__true"]
+
+
+def test_cli_export_info_predict_records(served, tmp_path):
+    root, _ = served
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(root / "run"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert "test macro_auprc" in result.output and (tmp_path / "m" / "README.md").is_file()
+    card = (tmp_path / "m" / "README.md").read_text()
+    for part in ("## Intended use", "## Training data", "## Metrics", "## Subgroups", "## Limitations"):
+        assert part in card
+    result = runner.invoke(app, ["info", str(tmp_path / "m"), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["labels"]
+    result = runner.invoke(app, ["records", str(root / "raw"), "--source", "mimic4", "--limit", "3",
+                                 "--out", str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", str(tmp_path / "m"), "--input", str(tmp_path / "p.jsonl"), "--out",
+                                 str(tmp_path / "pred.parquet"), "--cache-dir", str(root / "cache")])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(tmp_path / "pred.parquet").num_rows == 3
+    result = runner.invoke(app, ["predict", str(tmp_path), "--input", str(tmp_path / "p.jsonl"), "--out",
+                                 str(tmp_path / "x.parquet")])
+    assert result.exit_code == 2 and "not a medfuse model bundle" in result.output
+    assert not (tmp_path / "x.parquet").exists()
