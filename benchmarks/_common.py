@@ -37,8 +37,11 @@ def synthetic_raw(fmt: str, admissions: int, seed: int = 0) -> Path:
 def run_child(code: str) -> dict:
     """Run Python ``code`` in a fresh process; wall seconds, CPU seconds (user + system, all threads)
     and that process's own peak RSS in MiB."""
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child of a large parent would
+    # report the parent's size
     report = ("\nimport resource, sys; u = resource.getrusage(resource.RUSAGE_SELF); "
-              "print('PEAK_RSS_KIB', u.ru_maxrss, 'CPU_S', u.ru_utime + u.ru_stime, file=sys.stderr)")
+              "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+              "print('PEAK_RSS_KIB', hwm, 'CPU_S', u.ru_utime + u.ru_stime, file=sys.stderr)")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code + report], capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
