@@ -176,6 +176,7 @@ class CompareConfig(_Section):
     mi_weights: list[float] = [0.0, 0.01, 0.1, 0.5, 1.0]
     models: list[str] = []
     n_resamples: int = Field(1000, ge=0)
+    workers: int = Field(0, ge=0)
     grid: dict[str, list[int | float]] = {"dropout": [0.1, 0.3], "modality_dropout": [0.15, 0.3]}
 
     @field_validator("grid")
@@ -191,6 +192,22 @@ class CompareConfig(_Section):
         return grid
 
 
+class ServeConfig(_Section):
+    """``medfuse serve``: the HTTP service, its limits and micro-batching (docs/serving.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    device: str = "cpu"
+    max_body_bytes: int = Field(4 * 2**20, ge=1024)
+    max_records: int = Field(64, ge=1)
+    max_labs: int = Field(5000, ge=1)
+    max_note_chars: int = Field(100_000, ge=1)
+    max_batch: int = Field(32, ge=1)
+    max_wait_ms: float = Field(20.0, ge=0.0)
+    max_queue: int = Field(256, ge=1)
+    shutdown_timeout: float = Field(30.0, gt=0.0)
+
+
 class MedfuseConfig(_Section):
     synth: SynthConfig = SynthConfig()
     prepare: PrepareConfig = PrepareConfig()
@@ -199,6 +216,7 @@ class MedfuseConfig(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     compare: CompareConfig = CompareConfig()
+    serve: ServeConfig = ServeConfig()
 
 
 class ConfigError(ValueError):

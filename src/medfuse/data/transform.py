@@ -101,11 +101,19 @@ def create_lab_observations(con, source: str, refs: bool, run: Run | None = None
         """, stage="labs: read")
 
 
+def _unit_pairs(con) -> None:
+    """Temp table ``unit_pairs``: rows per (test, unit) with a numeric value, and how many are usable: one
+    grouped scan serves both the reference units and the conversions."""
+    con.execute("""CREATE TEMP TABLE IF NOT EXISTS unit_pairs AS SELECT itemid, unit, count(*) AS n_numeric,
+        count_if(reason IS NULL) AS n_usable FROM lab_obs WHERE num IS NOT NULL GROUP BY itemid, unit""")
+
+
 def reference_units_from_data(con) -> None:
-    """Table ``lab_units``: each test's most frequent unit over its usable rows (all splits: a unit says
+    """Table ``lab_units``: each test's most frequent unit over its numeric rows (all splits: a unit says
     nothing about the outcome)."""
-    con.execute("""CREATE OR REPLACE TABLE lab_units AS SELECT itemid, mode(unit) AS unit FROM lab_obs
-        WHERE num IS NOT NULL AND unit <> '' GROUP BY itemid""")
+    _unit_pairs(con)
+    con.execute("""CREATE OR REPLACE TABLE lab_units AS SELECT itemid, arg_max(unit, n_numeric) AS unit
+        FROM unit_pairs WHERE unit <> '' GROUP BY itemid""")
 
 
 @lru_cache(maxsize=1)
@@ -134,26 +142,25 @@ def convert_units(con, refs: bool) -> dict[str, int]:
     reference unit, is taken as it is. Works on the distinct (test, unit) pairs, so it costs one grouped
     scan. Returns ``{"converted": rows, "unit_not_convertible": rows}``.
     """
+    _unit_pairs(con)
     con.register("unit_conversions_src", unit_conversions())
-    fix = f"""SELECT p.itemid, p.unit, any_value(k.factor) AS factor
-        FROM (SELECT DISTINCT itemid, unit FROM lab_obs WHERE reason IS NULL) p
-        JOIN lab_units u USING (itemid) LEFT JOIN labitems li USING (itemid)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE unit_fix AS SELECT p.itemid, p.unit, any_value(p.n_usable) AS n,
+          any_value(k.factor) AS factor
+        FROM unit_pairs p JOIN lab_units u USING (itemid) LEFT JOIN labitems li USING (itemid)
         LEFT JOIN unit_conversions_src k ON k.from_unit = {canonical_unit_sql('p.unit')}
           AND k.to_unit = {canonical_unit_sql('u.unit')}
           AND (k.tests IS NULL OR regexp_matches(lower(COALESCE(li.label, '')), k.tests))
-        WHERE {canonical_unit_sql('p.unit')} <> {canonical_unit_sql('u.unit')}
-        GROUP BY p.itemid, p.unit"""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE unit_fix AS {fix}")
+        WHERE p.n_usable > 0 AND {canonical_unit_sql('p.unit')} <> {canonical_unit_sql('u.unit')}
+        GROUP BY p.itemid, p.unit""")
     con.unregister("unit_conversions_src")
-    counts = dict(con.execute("""SELECT f.factor IS NOT NULL, count(*) FROM lab_obs o
-        JOIN unit_fix f ON f.itemid = o.itemid AND f.unit = o.unit WHERE o.reason IS NULL GROUP BY ALL""").fetchall())
+    counts = dict(con.execute("SELECT factor IS NOT NULL, sum(n) FROM unit_fix GROUP BY ALL").fetchall())
     if counts:
         scaled = ", ".join(f"{c} = o.{c} * f.factor" for c in ("num", *(REFERENCE_RANGES if refs else ())))
         con.execute(f"""UPDATE lab_obs o SET {scaled} FROM unit_fix f
             WHERE f.itemid = o.itemid AND f.unit = o.unit AND f.factor IS NOT NULL AND o.reason IS NULL""")
         con.execute(f"""UPDATE lab_obs o SET reason = {UNIT_NOT_CONVERTIBLE} FROM unit_fix f
             WHERE f.itemid = o.itemid AND f.unit = o.unit AND f.factor IS NULL AND o.reason IS NULL""")
-    con.execute("DROP TABLE unit_fix")
+    con.execute("DROP TABLE unit_fix; DROP TABLE unit_pairs")
     return {"converted": int(counts.get(True, 0)), "unit_not_convertible": int(counts.get(False, 0))}
 
 
