@@ -206,6 +206,7 @@ class ServeConfig(_Section):
     max_wait_ms: float = Field(20.0, ge=0.0)
     max_queue: int = Field(256, ge=1)
     shutdown_timeout: float = Field(30.0, gt=0.0)
+    line_cache: int = Field(50_000, ge=0)
 
 
 class MedfuseConfig(_Section):

@@ -229,3 +229,18 @@ def test_line_vector_without_max_blocks_is_the_bag_blocks(tiny_bert):
     np.testing.assert_allclose(np.expm1(x).sum(1), 2.0, atol=1e-5)  # two lines per admission, each in one cluster
     with pytest.raises(ValidationError, match="line_clusters > 0"):
         NotesConfig(line_clusters=0, line_max=False)
+
+
+def test_memory_cache_keeps_the_most_recent_texts_only(tiny_bert):
+    from medfuse.notes.embed import NoteEmbedder
+
+    emb = NoteEmbedder(tiny_bert, cache_dir=False, device="cpu", dtype="float32")
+    emb.keep_in_memory(2)
+    texts = ["chest pain radiating to the left arm", "edema of the legs", "fever and productive cough"]
+    first = emb.embed(texts)
+    assert emb.last_stats["computed"] == 3 and len(emb.memory_cache) == 2
+    again = emb.embed(texts[1:])
+    assert emb.last_stats["computed"] == 0 and emb.last_stats["cached"] == 2
+    np.testing.assert_array_equal(again, first[1:])
+    emb.embed(texts[:1])  # evicted: computed again
+    assert emb.last_stats["computed"] == 1

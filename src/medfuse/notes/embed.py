@@ -290,6 +290,7 @@ class NoteEmbedder:
         self.cache_root = None if cache_dir is False else Path(cache_dir) if cache_dir else default_cache_dir()
         self._backbone: Backbone | None = None
         self._cache: EmbeddingCache | None = None
+        self.memory_cache, self.memory_limit = None, 0
         self.last_stats: dict[str, Any] = {}
 
     @classmethod
@@ -307,6 +308,7 @@ class NoteEmbedder:
         self.device_name, self.dtype_name = backbone.device, str(backbone.dtype).replace("torch.", "")
         self.batch_tokens, self.batch_size = batch_tokens, batch_size
         self.cache_root, self._backbone, self._cache, self.last_stats = None, backbone, None, {}
+        self.memory_cache, self.memory_limit = None, 0
         return self
 
     # -- identity and cache ---------------------------------------------------------------------------------
@@ -401,6 +403,24 @@ class NoteEmbedder:
                                long_texts=int((np.bincount(doc, minlength=len(texts)) > 1).sum()))
         return out.astype(np.float32)
 
+    def keep_in_memory(self, max_texts: int) -> None:
+        """Keep the vectors of the last ``max_texts`` distinct texts in memory (least recently used go
+        first; 0 = none): for a service, which writes nothing derived from patients' notes to disk."""
+        from collections import OrderedDict
+
+        self.memory_cache = OrderedDict() if max_texts > 0 else None
+        self.memory_limit = int(max_texts)
+
+    def _remember(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        memory = self.memory_cache
+        if memory is None:
+            return
+        for k, v in zip(keys, vectors, strict=True):
+            memory[k] = np.array(v, dtype=np.float32)
+            memory.move_to_end(k)
+        while len(memory) > self.memory_limit:
+            memory.popitem(last=False)
+
     def embed(self, texts: Sequence[str], progress: ProgressFn | None = None,
               stage: str = "embed notes") -> np.ndarray:
         """Vectors ``[len(texts), dim]`` (float32). Raises ``ValueError`` on an empty text."""
@@ -414,12 +434,21 @@ class NoteEmbedder:
         cache = self._get_cache()
         keys = [text_key(t) for t in texts]
         result = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if cache is not None:
-            found, hits = cache.get(keys)
+        found = np.zeros(len(texts), dtype=bool)
+        memory = self.memory_cache
+        if memory is not None:
+            for i, k in enumerate(keys):
+                v = memory.get(k)
+                if v is not None:
+                    memory.move_to_end(k)
+                    result[i], found[i] = v, True
+        if cache is not None and not found.all():
+            missing = np.flatnonzero(~found)
+            on_disk, hits = cache.get([keys[i] for i in missing])
             if hits is not None:
-                result[found] = hits
-        else:
-            found = np.zeros(len(texts), dtype=bool)
+                result[missing[on_disk]] = hits
+                found[missing[on_disk]] = True
+                self._remember([keys[i] for i in missing[on_disk]], hits)
         todo = np.flatnonzero(~found)
         # identical texts are embedded once
         uniq: dict[bytes, int] = {}
@@ -435,6 +464,7 @@ class NoteEmbedder:
                 result[i] = row[keys[i]]
             if cache is not None:
                 cache.put(list(uniq), vecs)
+            self._remember(list(uniq), vecs)
         progress(stage, 1.0)
         self.last_stats.update(cached=int(found.sum()), computed=len(uniq))
         return result

@@ -113,14 +113,32 @@ def _sections(r: PatientRecord, warnings: list[str]) -> dict[str, str | None]:
     return {s: "\n".join(v) if v else None for s, v in parts.items()}
 
 
-def records_to_cohort(records: list[PatientRecord], vocab: Vocabulary) -> tuple[Cohort, list[list[str]]]:
-    """An in-memory cohort of ``records`` (row i = record i, ``hadm_id`` = i, split ``test``, labels 0) and
-    each record's warnings (unknown tests, values dropped by reason, a note without allowed section)."""
+def vocabulary_connection(vocab: Vocabulary):
+    """A DuckDB connection holding the vocabulary's tables (``lab_tests``, ``labitems``, ``lab_units``), made
+    once and reused by :func:`records_to_cohort` (one thread at a time)."""
     import duckdb
 
+    con = duckdb.connect(config={"threads": 1})
+    con.register("vocab_tests", vocab.lab_tests)
+    con.execute("""CREATE TABLE lab_tests AS SELECT row_number() OVER () - 1 AS rank, itemid, label, unit
+        FROM vocab_tests""")
+    con.unregister("vocab_tests")
+    con.execute("CREATE TABLE labitems AS SELECT itemid, label FROM lab_tests")
+    con.execute("CREATE TABLE lab_units AS SELECT itemid, unit FROM lab_tests WHERE unit <> ''")
+    con.execute("CREATE TABLE lab_windows (subject_id BIGINT, lo TIMESTAMP, hi TIMESTAMP, hadm_id BIGINT)")
+    return con
+
+
+def records_to_cohort(records: list[PatientRecord], vocab: Vocabulary, con=None) -> tuple[Cohort, list[list[str]]]:
+    """An in-memory cohort of ``records`` (row i = record i, ``hadm_id`` = i, split ``test``, labels 0) and
+    each record's warnings (unknown tests, values dropped by reason, a note without allowed section).
+
+    ``con``: a :func:`vocabulary_connection` to reuse (a new one is made and closed otherwise).
+    """
     n = len(records)
     warnings: list[list[str]] = [[] for _ in range(n)]
-    con = duckdb.connect(config={"threads": 1})
+    own = con is None
+    con = vocabulary_connection(vocab) if own else con
     try:
         admissions = pa.table({
             "row": pa.array(np.arange(n), pa.int64()),
@@ -132,19 +150,13 @@ def records_to_cohort(records: list[PatientRecord], vocab: Vocabulary) -> tuple[
         con.register("admissions_src", admissions)
         win_start, win_end = transform.window_sql(vocab.hours_before_admission, vocab.window_hours)
         # without an admission time no lab is outside the window; without a discharge the stay goes on
-        con.execute(f"""CREATE TABLE cohort AS
+        con.execute(f"""CREATE OR REPLACE TABLE cohort AS
             WITH a AS (SELECT row, COALESCE(admittime, TIMESTAMP '0001-01-01') AS admittime,
                          COALESCE(dischtime, TIMESTAMP '9999-12-31') AS dischtime, admittime IS NULL AS open
                        FROM admissions_src)
             SELECT a.row, a.row AS hadm_id, a.row AS subject_id, a.admittime, a.dischtime,
               CASE WHEN a.open THEN a.admittime ELSE {win_start} END AS win_start,
               CASE WHEN a.open THEN a.dischtime ELSE {win_end} END AS win_end FROM a""")
-        con.execute("CREATE TABLE lab_windows (subject_id BIGINT, lo TIMESTAMP, hi TIMESTAMP, hadm_id BIGINT)")
-        con.register("vocab_tests", vocab.lab_tests)
-        con.execute("""CREATE TABLE lab_tests AS SELECT row_number() OVER () - 1 AS rank, itemid, label, unit
-            FROM vocab_tests""")
-        con.execute("CREATE TABLE labitems AS SELECT itemid, label FROM lab_tests")
-        con.execute("CREATE TABLE lab_units AS SELECT itemid, unit FROM lab_tests WHERE unit <> ''")
         refs = vocab.source == "mimic4"
         con.register("record_labs", _lab_rows(records, vocab, warnings))
         transform.create_lab_observations(con, "record_labs", refs)
@@ -158,8 +170,11 @@ def records_to_cohort(records: list[PatientRecord], vocab: Vocabulary) -> tuple[
         transform.create_lab_text(con)
         lab_text = con.sql("SELECT hadm_id, text, n_abnormal FROM lab_text ORDER BY row").to_arrow_table()
         has_labs = set(con.execute("SELECT DISTINCT hadm_id FROM lab_agg").fetchnumpy()["hadm_id"].tolist())
+        con.unregister("admissions_src")
+        con.unregister("record_labs")
     finally:
-        con.close()
+        if own:
+            con.close()
     sections = [_sections(r, warnings[i]) for i, r in enumerate(records)]
     with_note = [i for i, s in enumerate(sections) if any(v is not None for v in s.values())]
     notes = pa.table({"hadm_id": pa.array(with_note, pa.int64()),

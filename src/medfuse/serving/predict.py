@@ -19,7 +19,7 @@ import numpy as np
 
 from medfuse.serving.bundle import STANDARDISATION_FILE, BundleError, read_bundle
 from medfuse.serving.card import card
-from medfuse.serving.features import Vocabulary, records_to_cohort
+from medfuse.serving.features import Vocabulary, records_to_cohort, vocabulary_connection
 from medfuse.serving.records import PatientRecord
 
 
@@ -36,7 +36,8 @@ class Prepared:
 class Predictor:
     """A loaded model bundle (sklearn-like ``predict``); not thread-safe: call it from one thread."""
 
-    def __init__(self, path: Path, bundle: dict, device: str = "cpu", cache_dir: str | Path | bool | None = None):
+    def __init__(self, path: Path, bundle: dict, device: str = "cpu", cache_dir: str | Path | bool | None = None,
+                 memory_cache: int = 0):
         import pyarrow.parquet as pq
         from safetensors.numpy import load_file
 
@@ -52,9 +53,11 @@ class Predictor:
                                 t["source"], float(t["lab_hours_before_admission"]), float(t["window_hours"]),
                                 float(t["lab_clip"]))
         self.labs = LabEmbedder.load(path / "labs", device=device)
+        self._con = None  # DuckDB connection with the vocabulary's tables, made on first use
         stats = load_file(str(path / "notes" / STANDARDISATION_FILE))
         self.note_mean, self.note_std = stats["mean"], stats["std"]
         self.embedder, self.lines = self._note_encoder(device, cache_dir)
+        self.embedder.keep_in_memory(memory_cache)
         self.thresholds = np.array([bundle["thresholds"][n] for n in self.label_names], dtype=np.float64)
         train = bundle["train"]
         self._empty = self.prepare([PatientRecord(id="_")])  # shapes for building the network
@@ -68,14 +71,15 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", cache_dir: str | Path | bool | None = None,
-             verify: bool = True) -> Predictor:
+             memory_cache: int = 0, verify: bool = True) -> Predictor:
         """Load a bundle folder written by ``medfuse export`` (file hashes checked with ``verify``).
 
         ``cache_dir``: the line-embedding cache (None = the default folder, False = no cache). A line
-        embedded before has exactly its cached vector; a new one is computed.
+        embedded before has exactly its cached vector; a new one is computed. ``memory_cache``: line vectors
+        also kept in memory (at most this many; 0 = none), as the service does instead of a disk cache.
         """
         path = Path(path)
-        return cls(path, read_bundle(path, verify=verify), device, cache_dir)
+        return cls(path, read_bundle(path, verify=verify), device, cache_dir, memory_cache)
 
     def _note_encoder(self, device: str, cache_dir: str | Path | bool | None):
         from medfuse.config import NotesConfig
@@ -106,7 +110,9 @@ class Predictor:
 
     def prepare(self, records: list[PatientRecord]) -> Prepared:
         """Records -> model inputs (the transforms of ``prepare``, the notes stage and the training inputs)."""
-        cohort, warnings = records_to_cohort(records, self.vocab)
+        if self._con is None:
+            self._con = vocabulary_connection(self.vocab)
+        cohort, warnings = records_to_cohort(records, self.vocab, self._con)
         return self.prepare_cohort(cohort, warnings)
 
     def prepare_cohort(self, cohort, warnings: list[list[str]] | None = None) -> Prepared:

@@ -461,7 +461,7 @@ def serve(bundle_dir: str | Path, cfg: ServeConfig, token: str | None) -> int:
     from medfuse.serving.predict import Predictor
 
     configure_logging()  # no embedding cache: nothing derived from a record is written to disk
-    app = create_app(lambda: Predictor.load(bundle_dir, cfg.device, cache_dir=False), cfg, token,
+    app = create_app(lambda: Predictor.load(bundle_dir, cfg.device, cache_dir=False, memory_cache=cfg.line_cache), cfg, token,
                      on_load_error=lambda: setattr(server, "should_exit", True))
     server = uvicorn.Server(uvicorn.Config(
         app, host=cfg.host, port=cfg.port, log_config=None, access_log=False, server_header=False,
