@@ -1,9 +1,10 @@
 """Throughput and latency of ``medfuse serve``: 1, 8 and 32 concurrent clients against one server on 127.0.0.1.
 
-    python benchmarks/bench_serve.py runs/serve/model                   # 30 s per level
-    python benchmarks/bench_serve.py runs/serve/model --duration 5      # a quick run
+    python benchmarks/bench_serve.py                                    # the demo's model, 30 s per level
+    python benchmarks/bench_serve.py runs/serve/model --duration 5      # another bundle, a quick run
 
-BUNDLE is a model bundle with the demo's settings and the default text model, e.g.::
+BUNDLE is a model bundle with the demo's settings and the default text model (by default the one
+``_common.demo_bundle`` trains once under benchmarks/.cache), or made by hand::
 
     medfuse synth runs/serve/raw --admissions 2000 --seed 1 && medfuse prepare runs/serve/raw --out runs/serve/cohort
     medfuse train runs/serve/cohort --out runs/serve/run --config src/medfuse/resources/demo.toml
@@ -37,7 +38,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
-from _common import offline, save, synthetic_raw
+from _common import demo_bundle, offline, save, synthetic_raw
 
 LEVELS = (1, 8, 32)
 HEADERS = {"Content-Type": "application/json"}
@@ -147,12 +148,14 @@ async def drive(url: str, bodies: list[bytes], clients: int, seconds: float, max
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("bundle", type=Path, help="A model bundle folder (medfuse export).")
+    parser.add_argument("bundle", type=Path, nargs="?",
+                        help="A model bundle folder (medfuse export); default: the demo's model (_common.demo_bundle).")
     parser.add_argument("--duration", type=float, default=30.0, help="Seconds per concurrency level.")
     parser.add_argument("--max-requests", type=int, default=100_000, help="Requests per level at most.")
     parser.add_argument("--config", type=Path, help="A TOML file with [serve] settings for the server.")
     args = parser.parse_args()
     offline()
+    args.bundle = args.bundle or demo_bundle()
     bundle = json.loads((args.bundle / "bundle.json").read_text())
     bodies = realistic_records(bundle["transform"]["source"])
     words = [sum(len(n.split()) for n in json.loads(b)["record"]["note"]) for b in bodies]

@@ -16,6 +16,7 @@ absent field: ``fields * (dim + clusters)`` wide (``fields * clusters`` with ``m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,26 @@ from medfuse.notes.text import segments
 from medfuse.progress import ProgressFn
 
 CODEBOOK_FILE = "line_codebook.safetensors"
+
+
+@dataclass
+class Lines:
+    """The lines of a batch of admissions: distinct line vectors and, per line, its text, distinct-line id,
+    admission (``owner``) and field index; :meth:`LineEncoder.encode` pools any selection of them."""
+
+    vectors: np.ndarray  # [U, d] float32
+    texts: list[str]  # [n]
+    line_id: np.ndarray  # [n] int64, row of ``vectors``
+    owner: np.ndarray  # [n] int64
+    field: np.ndarray  # [n] int64, index into ``LineEncoder.fields``
+
+    def take(self, index: np.ndarray, owner: np.ndarray) -> Lines:
+        """The lines at ``index`` given new owners (e.g. variants of one admission, each missing some lines),
+        with only their own distinct vectors."""
+        index = np.asarray(index, dtype=np.int64)
+        ids, line_id = np.unique(self.line_id[index], return_inverse=True)
+        return Lines(self.vectors[ids], [self.texts[i] for i in index], line_id.reshape(-1),
+                     np.asarray(owner, dtype=np.int64), self.field[index])
 
 
 class LineEncoder:
@@ -49,6 +70,11 @@ class LineEncoder:
 
     def _lines(self, values: list[dict[str, str | None]], progress: ProgressFn | None):
         """``(distinct line vectors [U, d], and per line: its distinct-line id, admission, field index)``."""
+        lines = self.lines(values, progress)
+        return lines.vectors, lines.line_id, lines.owner, lines.field
+
+    def lines(self, values: list[dict[str, str | None]], progress: ProgressFn | None = None) -> Lines:
+        """Every line of ``values``, embedded (identical lines once): what :meth:`transform` pools."""
         pieces, owner, field = [], [], []
         for i, v in enumerate(values):
             for j, f in enumerate(self.fields):
@@ -62,7 +88,7 @@ class LineEncoder:
         if index:
             unique = self.embedder.embed(list(index), progress=progress)
         self.stats = {"lines": len(pieces), "unique_lines": len(index)}
-        return unique, line_id, np.asarray(owner, dtype=np.int64), np.asarray(field, dtype=np.int64)
+        return Lines(unique, pieces, line_id, np.asarray(owner, dtype=np.int64), np.asarray(field, dtype=np.int64))
 
     def _fit_codebook(self, unique: np.ndarray, line_id: np.ndarray, field: np.ndarray) -> None:
         """Per field, k-means over its distinct line vectors, each weighted by how often it occurs (lines
@@ -85,16 +111,17 @@ class LineEncoder:
         maxes = np.zeros((n, len(self.fields), d), np.float32)
         bags = np.zeros((n, len(self.fields), k), np.float32)
         for j, f in enumerate(self.fields):
-            sel = field == j
-            if not sel.any():
+            sel = np.flatnonzero(field == j)
+            if not len(sel):
                 continue
-            pooled = np.full((n, d), -np.inf, np.float32)
-            np.maximum.at(pooled, owner[sel], unique[line_id[sel]])
-            maxes[:, j] = np.where(np.isfinite(pooled), pooled, 0.0)
+            order = np.argsort(owner[sel], kind="stable")  # each admission's lines contiguous: one reduceat
+            own, ids = owner[sel][order], line_id[sel][order]
+            starts = np.flatnonzero(np.r_[True, own[1:] != own[:-1]])
+            maxes[own[starts], j] = np.maximum.reduceat(unique[ids], starts, axis=0)
             c = self.centroids.get(f)
             if k and c is not None:  # nearest centroid: argmin |v - c|^2 = argmax v.c - |c|^2 / 2
                 nearest = np.argmax(unique @ c.T - 0.5 * (c * c).sum(1), axis=1)
-                np.add.at(bags[:, j], (owner[sel], nearest[line_id[sel]]), 1.0)
+                bags[:, j] = np.bincount(own * k + nearest[ids], minlength=n * k).reshape(n, k)
         blocks = [maxes.reshape(n, -1)] if self.max_blocks else []
         return np.concatenate([*blocks, np.log1p(bags).reshape(n, -1)], axis=1)
 
@@ -110,6 +137,11 @@ class LineEncoder:
     def transform(self, values: list[dict[str, str | None]], progress: ProgressFn | None = None) -> np.ndarray:
         """Encode ``values`` with the fitted (or loaded) codebook."""
         return self._encode(*self._lines(values, progress), len(values))
+
+    def encode(self, lines: Lines, n: int) -> np.ndarray:
+        """``[n, dim]`` admission vectors of ``lines`` (admission ``i`` pools the lines it owns, zeros if none),
+        with the fitted codebook: a subset of an admission's lines is encoded as if the rest were absent."""
+        return self._encode(lines.vectors, lines.line_id, lines.owner, lines.field, n)
 
     def save(self, run_dir: str | Path) -> Path:
         from safetensors.numpy import save_file
