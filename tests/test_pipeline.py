@@ -127,7 +127,8 @@ def test_train_evaluate_compare_report(cohort, config_file, tmp_path):
     page = (run / "report.html").read_text()
     assert result.output.strip().endswith("report.html")
     for heading in ("Cohort", "Operating points", "Subgroups", "Baselines and ablations",
-                    "ROC and precision-recall curves", "Calibration", "Training", "Masked lab-test modelling",
+                    "ROC and precision-recall curves", "Calibration", "Explained test patients", "Training",
+                    "Masked lab-test modelling",
                     "Configuration and versions"):
         assert heading in page
     assert "tuned on validation (plateau, tolerance 0.08)" in page and "0.5 for every label" in page
@@ -136,6 +137,7 @@ def test_train_evaluate_compare_report(cohort, config_file, tmp_path):
     assert "<h2>Note headers</h2>" in page and f"{census['kept']:,} headers kept" in page
     assert "labs: the whole stay" in page
     assert page.count("data:image/png;base64,") >= 6 and "src=\"http" not in page
+    assert page.count("<h3>Admission ") == 3 and "Not available" not in page
 
 
 def test_commands_refuse_what_is_not_a_cohort_or_run(tmp_path):

@@ -317,7 +317,7 @@ def report(
     split: Annotated[str, typer.Option(help="The evaluated split to show.")] = "test",
 ) -> None:
     """Write RUN/report.html: cohort, metrics with intervals, comparison, curves, configuration."""
-    from medfuse.training.report import build_report
+    from medfuse.serving.report import build_report_with_explanations as build_report
 
     if not (run / f"metrics_{split}.json").exists():
         _fail(f"{run}: no metrics_{split}.json; run `medfuse evaluate {run} --split {split}` first")
@@ -454,8 +454,8 @@ def demo(
     print_metrics(result["metrics"])
     print_comparison(result["compare"])
     print_predictions(result["new_patients"])
+    typer.echo(f"model bundle: {out / 'run' / 'model'} (medfuse info / predict / serve)")
     typer.echo(f"report: {result['report']}")
-    typer.echo(f"model bundle: {out / 'model'} (medfuse info / predict / serve)")
 
 
 @app.command()

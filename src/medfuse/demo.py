@@ -14,13 +14,15 @@ from medfuse.progress import ProgressFn, no_progress
 
 
 def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None) -> dict:
-    """Synthetic data -> prepare -> pretrain-labs -> embed-notes -> train -> evaluate -> compare -> report."""
+    """Synthetic data -> prepare -> pretrain-labs -> embed-notes -> train -> evaluate -> compare -> export
+    (``RUN/model``) -> report -> 3 new patients predicted and explained through the bundle."""
     import time
 
     from medfuse.data.prepare import prepare_cohort
     from medfuse.data.synth import generate
+    from medfuse.serving import export_bundle
+    from medfuse.serving.report import build_report_with_explanations
     from medfuse.training.compare import compare
-    from medfuse.training.report import build_report
 
     progress = progress or no_progress
     out = Path(out)
@@ -35,28 +37,28 @@ def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None
     reuse = cfg.model_copy(update={"train": cfg.train.model_copy(
         update={"labs_run": str(run / "labs"), "notes_run": str(run / "notes")})})
     table = compare(cohort, comparison, reuse, progress=progress)
-    report = build_report(run, comparison)
-    new_patients = use_model(out, run, cfg, progress)
+    export_bundle(run, run / "model", overwrite=True)  # the report explains test patients with it
+    report = build_report_with_explanations(run, comparison)
+    new_patients = use_model(out, run / "model", cfg, progress)
     return {"metrics": metrics, "compare": table, "report": report, "new_patients": new_patients,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def use_model(out: Path, run: Path, cfg: MedfuseConfig, progress: ProgressFn, n: int = 3) -> list[dict]:
-    """Export the run's bundle to ``out/model`` and predict and explain ``n`` new synthetic patients (of
-    another seed, written as records to ``out/new_patients.jsonl``) through it."""
+def use_model(out: Path, model: Path, cfg: MedfuseConfig, progress: ProgressFn, n: int = 3) -> list[dict]:
+    """Predict and explain ``n`` new synthetic patients (of another seed, written as records to
+    ``out/new_patients.jsonl``) through the model bundle ``model``."""
     import json
 
     from medfuse.data.synth import generate
-    from medfuse.serving import PatientRecord, Predictor, export_bundle
+    from medfuse.serving import PatientRecord, Predictor
     from medfuse.serving.convert import records_from_raw
 
-    progress("use the model", 0.0, "export, then predict 3 new patients")
-    export_bundle(run, out / "model", overwrite=True)
+    progress("use the model", 0.0, f"predict {n} new patients")
     generate(out / "new_raw", cfg.synth.format, 20, seed=cfg.synth.seed + 1000, note_fraction=1.0)
     rows = records_from_raw(out / "new_raw", cfg.synth.format, limit=n)
     (out / "new_patients.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
     cache = cfg.notes.cache_dir or None if cfg.notes.cache else False
-    results = Predictor.load(out / "model", cache_dir=cache).predict(
-        [PatientRecord.model_validate(r) for r in rows], explain=True)
+    results = Predictor.load(model, cache_dir=cache).predict([PatientRecord.model_validate(r) for r in rows],
+                                                             explain=True)
     progress("use the model", 1.0)
     return results

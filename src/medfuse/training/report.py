@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import platform
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -205,8 +206,10 @@ def mltm_section(labs_run: Path) -> str:
     return "\n".join(parts)
 
 
-def build_report(run_dir: str | Path, compare_dir: str | Path | None = None, split: str = "test") -> Path:
-    """Write ``run_dir/report.html`` from a trained, evaluated run (and an optional comparison)."""
+def build_report(run_dir: str | Path, compare_dir: str | Path | None = None, split: str = "test",
+                 extra_sections: Sequence[str] = ()) -> Path:
+    """Write ``run_dir/report.html`` from a trained, evaluated run (and an optional comparison);
+    ``extra_sections`` (HTML) follow the calibration plot (:mod:`medfuse.serving.report` adds explanations)."""
     from medfuse.training.plots import calibration_plot, roc_pr_curves, training_curves
 
     run_dir = Path(run_dir)
@@ -236,6 +239,7 @@ def build_report(run_dir: str | Path, compare_dir: str | Path | None = None, spl
     sections += [
         "<h2>ROC and precision-recall curves</h2>", _img(roc_pr_curves(y, p, names), "ROC and PR curves"),
         "<h2>Calibration</h2>", _img(calibration_plot(y, p, names), "calibration plot"),
+        *extra_sections,
         "<h2>Training</h2>",
         _img(training_curves(history, ["train_bce", "train_mi", "val_macro_auprc"]), "training curves"),
         mltm_section(Path(info["labs_run"])),

@@ -1,0 +1,178 @@
+"""``report.html`` with explanations: the report of :mod:`medfuse.training.report` plus "Explained test
+patients", a few test admissions with their lab and note-line scores.
+
+The run's model bundle (``RUN/model`` when it holds this run's weights, else one exported to a temporary
+folder) explains the admissions as :mod:`medfuse.serving.explain` does for new patients, from the
+cohort's own tables (the inputs ``evaluate`` saw).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from medfuse.data.cohort import Cohort
+
+PATIENTS = 3
+LABELS_PER_PATIENT = 2
+LAB_BARS = 8
+
+
+def pick_admissions(preds, names: list[str], cohort: Cohort, n: int = PATIENTS) -> list[int]:
+    """Up to ``n`` admissions (row numbers of ``preds``) with notes and labs and a true positive, each with
+    a different most probable true positive label where possible, in ``hadm_id`` order."""
+    adm = cohort.table("admissions").to_pydict()
+    both = {h for h, a, b in zip(adm["hadm_id"], adm["has_notes"], adm["has_labs"], strict=True) if a and b}
+    hadm = preds.column("hadm_id").to_pylist()
+    prob = np.stack([preds.column(f"{c}__prob").to_numpy() for c in names], 1)
+    hit = np.stack([preds.column(f"{c}__pred").to_numpy() & (preds.column(f"{c}__true").to_numpy() > 0)
+                    for c in names], 1)
+    rows = [i for i in np.argsort(hadm, kind="stable") if hit[i].any() and hadm[i] in both]
+    chosen, labels = [], set()
+    for i in rows:
+        label = int(np.argmax(np.where(hit[i], prob[i], -1.0)))
+        if label not in labels:
+            chosen.append(int(i))
+            labels.add(label)
+    chosen += [int(i) for i in rows if i not in chosen]
+    return chosen[:n]
+
+
+def admissions_cohort(cohort: Cohort, hadm_ids: list[int]) -> Cohort:
+    """An in-memory cohort of some admissions of ``cohort`` (its own tables, in its row order)."""
+    import pyarrow as pa
+
+    rows = pa.array(np.flatnonzero(np.isin(cohort.hadm_ids, hadm_ids)))
+    tables = {name: cohort.table(name).take(rows) for name in ("admissions", "labs", "labels", "splits")}
+    tables |= {name: cohort.table(name) for name in ("lab_tests", "notes", "lab_text") if cohort.has_table(name)}
+    return Cohort.from_tables(tables, cohort.manifest)
+
+
+def _colour(score: float, scale: float, strongest: float = 0.55) -> str:
+    """Red towards the label, blue against; opacity by ``|score| / scale`` (``strongest`` at most)."""
+    alpha = strongest * min(1.0, abs(score) / scale) if scale > 0 else 0.0
+    rgb = "214,39,40" if score > 0 else "31,119,180"
+    return f"rgba({rgb},{alpha:.2f})"
+
+
+def lab_bars(items: list[dict], scale: float) -> str:
+    """Inline SVG: one signed bar per lab test (red = towards the label, blue = against), ``scale`` = full length."""
+    if not items:
+        return "<p class='sub'>No lab test measured.</p>"
+    width, half, row = 560, 130, 20
+    scale = scale or 1.0
+    parts = [(f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{row * len(items) + 6}' "
+              "font-size='12' font-family='system-ui,sans-serif' role='img' aria-label='lab test scores'>")]
+    axis = width - half - 70
+    for n, it in enumerate(items):
+        y, length = n * row + 3, half * abs(it["score"]) / scale
+        x = axis if it["score"] >= 0 else axis - length
+        label = str(it["label"]) if len(str(it["label"])) <= 24 else str(it["label"])[:23] + "…"
+        value = "" if it["value"] is None else f" {it['value']:g} {it['unit'] or ''}"
+        parts.append(f"<text x='{axis - half - 6}' y='{y + 13}' text-anchor='end'>"
+                     f"<title>{html.escape(str(it['label']))}</title>{html.escape(label + value)}</text>"
+                     f"<rect x='{x:.1f}' y='{y + 2}' width='{max(length, 0.5):.1f}' height='{row - 6}' "
+                     f"fill='{_colour(it['score'], abs(it['score']) or 1.0, 0.85)}'/>"
+                     f"<text x='{axis + half + 6}' y='{y + 13}'>{it['score']:+.3f}</text>")
+    parts.append(f"<line x1='{axis}' x2='{axis}' y1='0' y2='{row * len(items) + 6}' stroke='#5b6578'/></svg>")
+    return "".join(parts)
+
+
+def note_lines(items: list[dict], scale: float) -> str:
+    """The note's lines in order, each on a background coloured by its score."""
+    if not items:
+        return "<p class='sub'>No note.</p>"
+    out, field = [], None
+    for it in items:
+        if it["field"] != field:
+            field = it["field"]
+            out.append(f"<div class='sub' style='margin-top:.4rem;font-size:.8rem'>{html.escape(field.replace('_', ' '))}</div>")
+        out.append(f"<div style='background:{_colour(it['score'], scale)};padding:1px 4px' title='score "
+                   f"{it['score']:+.4f}'>{html.escape(it['text'])} <span class='sub' style='font-size:.75rem'>"
+                   f"{it['score']:+.3f}</span></div>")
+    return "".join(out)
+
+
+def patient_html(explainer, i: int, prob: np.ndarray, truth: np.ndarray, hadm_id: int) -> str:
+    """One admission: per positive label (most probable first), lab bars and the highlighted note."""
+    p = explainer.predictor
+    positive = [int(j) for j in np.argsort(-prob) if prob[j] >= p.thresholds[j]][:LABELS_PER_PATIENT]
+    titles = p.bundle["label_definitions"]
+    true = ", ".join(titles[n]["title"] for n, t in zip(p.label_names, truth, strict=True) if t) or "none"
+    parts = [f"<h3>Admission {hadm_id}</h3><p class='sub'>Diagnosed: {html.escape(true)}.</p>"]
+    s = explainer.scores(i, labels=np.array(positive))
+    for j in positive:
+        name = p.label_names[j]
+        labs = sorted((explainer.lab_item(i, int(t), sc) for t, sc in zip(s.tests, s.labs[j], strict=True)),
+                      key=lambda it: -abs(it["score"]))[:LAB_BARS]
+        lines = [explainer.line_item(int(n), sc) for n, sc in zip(s.line_index, s.lines[j], strict=True)]
+        scale = max((abs(it["score"]) for it in labs + lines), default=0.0)  # one scale for bars and shading
+        parts.append(f"<h4>{html.escape(titles[name]['title'])}: p = {prob[j]:.3f} (threshold {p.thresholds[j]:.3f}"
+                     f"{', diagnosed' if truth[j] else ', not diagnosed'})</h4>"
+                     "<div style='display:flex;gap:1.5rem;flex-wrap:wrap;align-items:flex-start'>"
+                     f"<div>{lab_bars(labs, scale)}</div><div style='flex:1;min-width:320px;font-size:.85rem'>"
+                     f"{note_lines(lines, scale)}</div></div>")
+    return "".join(parts)
+
+
+def _bundle(run_dir: Path, tmp: str) -> Path:
+    """``RUN/model`` when it is a bundle of this run's weights, else a fresh export into ``tmp``."""
+    from medfuse.serving.bundle import BUNDLE_FILE, export_bundle
+    from medfuse.training.trainer import MODEL_FILE
+
+    own = run_dir / "model"
+    if (own / BUNDLE_FILE).is_file():
+        files = json.loads((own / BUNDLE_FILE).read_text()).get("files", {})
+        if files.get(f"fusion/{MODEL_FILE}") == hashlib.sha256((run_dir / MODEL_FILE).read_bytes()).hexdigest():
+            return own
+    return export_bundle(run_dir, Path(tmp) / "model")
+
+
+def explained_section(run_dir: Path, info: dict, split: str = "test") -> str:
+    """``<h2>Explained test patients</h2>`` and a few admissions of ``split``, or why they are missing."""
+    from medfuse.serving.bundle import BundleError
+    from medfuse.serving.explain import Explainer
+    from medfuse.serving.predict import Predictor
+
+    head = [f"<h2>Explained {html.escape(split)} patients</h2>",
+            ("<p class='sub'>A few admissions with a correctly predicted disease. Score of an item: the drop of "
+             "the disease's probability when the item is deleted (the lab test made unmeasured, the note line "
+             "removed); red pushed towards the disease, blue against. Bars: the lab tests with the largest "
+             "scores, with the last value the model saw; note: every line, shaded by its score "
+             "(docs/predict.md, Explanations).</p>")]
+    cohort = Cohort(info["cohort"])
+    preds = pq.read_table(run_dir / f"predictions_{split}.parquet")
+    rows = pick_admissions(preds, cohort.label_names, cohort)
+    if not rows:
+        return "".join(head) + "<p class='sub'>No admission with notes, labs and a correct positive prediction.</p>"
+    notes = info["config"]["notes"]
+    cache = (notes.get("cache_dir") or None) if notes.get("cache", True) else False
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            predictor = Predictor.load(_bundle(run_dir, tmp), cache_dir=cache)
+            hadm = [int(preds.column("hadm_id")[i].as_py()) for i in rows]
+            prepared = predictor.prepare_cohort(admissions_cohort(cohort, hadm))
+            prob = predictor.probabilities(prepared)
+            explainer = Explainer(predictor, prepared)
+            truth = prepared.data.y
+            order = [int(np.flatnonzero(prepared.data.hadm_ids == h)[0]) for h in hadm]
+            body = [patient_html(explainer, i, prob[i], truth[i], int(prepared.data.hadm_ids[i])) for i in order]
+    except (BundleError, OSError) as e:
+        return "".join(head) + f"<p class='sub'>Not available: {html.escape(str(e))}</p>"
+    return "".join(head + body)
+
+
+def build_report_with_explanations(run_dir: str | Path, compare_dir: str | Path | None = None,
+                                   split: str = "test") -> Path:
+    """``RUN/report.html`` (:func:`medfuse.training.report.build_report`) with the explained patients."""
+    from medfuse.training.report import build_report
+
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    return build_report(run_dir, compare_dir, split, extra_sections=[explained_section(run_dir, info, split)])
