@@ -56,7 +56,8 @@ def build_config(args: argparse.Namespace):
     grid = cfg.compare.grid
     if args.grid == "default" or (args.grid == "auto" and large):
         grid = tomllib.loads(default_config_text())["compare"]["grid"]
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else cfg.compare.seeds
+    seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds  # demo.toml's two seeds are the demo's budget
+             else tomllib.loads(default_config_text())["compare"]["seeds"])
     compare = cfg.compare.model_validate({**cfg.compare.model_dump(), "models": models, "grid": grid, "seeds": seeds})
     prepare = cfg.prepare.model_copy(update={"source": cfg.synth.format})
     return cfg.model_copy(update={"compare": compare, "prepare": prepare})
@@ -240,7 +241,7 @@ def main() -> None:
                     help="auto | all | core (baselines and MEDFuse) | comma-separated row names")
     ap.add_argument("--grid", choices=("auto", "demo", "default"), default="auto",
                     help="tuning grid: demo.toml's, default.toml's, or auto (default above 2,000 admissions)")
-    ap.add_argument("--seeds", default="", help="comma-separated training seeds (default: the config's)")
+    ap.add_argument("--seeds", default="", help="comma-separated training seeds (default: default.toml's)")
     ap.add_argument("--config", type=Path, help="a TOML file used instead of demo.toml (merged over the defaults)")
     ap.add_argument("--work-dir", type=Path, default=ROOT.parent / "runs" / "bench")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)

@@ -1,6 +1,8 @@
-"""The comparison's tuning grid and its configuration (the full run is in tests/test_pipeline.py)."""
+"""The comparison's tuning grid, its configuration, and parallel trials (the CLI run is in tests/test_pipeline.py)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -9,6 +11,7 @@ from medfuse.training.compare import (
     HEADLINE,
     PREDICTIONS_FILE,
     best_baseline,
+    compare,
     comparison_markdown,
     delta_text,
     save_predictions,
@@ -16,6 +19,7 @@ from medfuse.training.compare import (
     slug,
     tuning_grid,
     variants,
+    worker_count,
 )
 
 
@@ -73,7 +77,7 @@ def _vs(diff: float, p: float) -> dict:
 
 
 def test_markdown_shows_the_paired_differences_and_the_best_baseline():
-    table = {"n_resamples": 200, "models": [
+    table = {"n_resamples": 200, "seeds": [0, 1], "models": [
         _row("LightGBM (labs)", "labs only", 0.60, _vs(0.14, 0.005)),
         _row("Concatenation + MLP", "fusion", 0.74, _vs(0.004, 0.31)),
         _row("MEDFuse", "MEDFuse", 0.743),
@@ -85,7 +89,7 @@ def test_markdown_shows_the_paired_differences_and_the_best_baseline():
     assert "| +0.140 [+0.120, +0.160], p = 0.005 |" in lines["LightGBM (labs)"]
     assert "| vs Concatenation + MLP: +0.004 [-0.016, +0.024], p = 0.310 |" in lines["MEDFuse"]
     assert "| -0.007 [-0.027, +0.013], p = 0.800 |" in lines["MEDFuse w/o MI loss"]
-    assert "200 resamples" in md
+    assert "200 resamples" in md and "mean ± sd over 2 training seeds (0, 1); bracketed: seed 0's" in md
     for r in table["models"]:
         del r["bootstrap_seed0"]["macro_f1"]
         r.pop("vs_medfuse", None)
@@ -110,3 +114,54 @@ def test_saved_predictions_hold_both_splits(tmp_path):
     assert t["split"] == ["val"] * 2 + ["test"] * 3 and t["hadm_id"] == [101, 102, 107, 108, 109]
     assert t["b__prob"] == prob[[1, 2, 7, 8, 9], 1].tolist()
     assert t["b__pred"] == (prob[[1, 2, 7, 8, 9], 1] >= 0.2).tolist() and t["a__true"] == [0, 0, 0, 0, 1]
+
+
+def _without_seconds(x):
+    """``x`` with every ``seconds`` entry removed (wall times differ between runs)."""
+    if isinstance(x, dict):
+        return {k: _without_seconds(v) for k, v in x.items() if k != "seconds"}
+    return [_without_seconds(v) for v in x] if isinstance(x, list) else x
+
+
+def test_parallel_trials_give_the_sequential_table(tmp_path, tiny_bert):
+    """Two worker processes and one process train the same jobs to the same numbers, and report progress."""
+    from medfuse.data.prepare import prepare_cohort
+    from medfuse.data.synth import generate
+
+    generate(tmp_path / "raw", "mimic4", 200, seed=5)
+    cfg = load_config(overrides={"prepare": {"source": "mimic4"}})
+    prepare_cohort(tmp_path / "raw", tmp_path / "cohort", cfg.prepare)
+    overrides = {"labs": {"epochs": 1, "d_model": 32, "encoder_layers": 2},
+                 "notes": {"model": str(tiny_bert), "cache": False}, "train": {"epochs": 2, "device": "cpu"},
+                 "compare": {"seeds": [0, 1], "n_resamples": 20, "grid": {"dropout": [0.1, 0.3]},
+                             "models": ["TF-IDF + logistic regression (notes)", "Concatenation + MLP", "MEDFuse",
+                                        "MEDFuse w/o Kronecker term"]}}
+    tables, reports = {}, {}
+    for workers in (1, 2):
+        overrides["compare"]["workers"] = workers
+        reports[workers] = []
+        compare(tmp_path / "cohort", tmp_path / f"w{workers}", load_config(overrides=overrides),
+                progress=lambda stage, f, info="", log=reports[workers]: log.append((stage, f, info)))
+        tables[workers] = json.loads((tmp_path / f"w{workers}" / "compare.json").read_text())
+        overrides["train"].update(labs_run=str(tmp_path / "w1" / "labs"), notes_run=str(tmp_path / "w1" / "notes"))
+    sequential, parallel = (_without_seconds(tables[w]["models"]) for w in (1, 2))
+    assert parallel == sequential
+    assert [r["name"] for r in parallel] == ["TF-IDF + logistic regression (notes)", "Concatenation + MLP", "MEDFuse",
+                                             "MEDFuse w/o Kronecker term"]
+    assert 0.3 < parallel[2]["summary"]["macro_auprc"]["mean"] < 1 and len(parallel[2]["runs"]) == 2
+    for log in reports.values():  # 2 seeds x 4 rows + 1 extra grid point x 2 tuned rows = 10 jobs, each finished once
+        ends = [(stage, info) for stage, f, info in log if stage.startswith("compare") and f == 1.0]
+        assert sorted(stage for stage, _ in ends) == sorted(f"compare {i}/10" for i in range(1, 11))
+        assert all("val macro-AUPRC 0." in info for _, info in ends)
+    trained = [info for stage, f, info in reports[2] if stage.startswith("compare") and 0 < f < 1]
+    assert any(info.startswith("epoch") for info in trained)  # the workers' training progress is relayed
+    order = [(stage, f) for stage, f, _ in reports[2] if stage.startswith("compare") and f in (0.0, 1.0)]
+    assert order.index(("compare 2/10", 0.0)) < order.index(("compare 1/10", 1.0))  # two jobs ran at once
+
+
+def test_worker_count():
+    import torch
+
+    assert worker_count(3, torch.device("cpu")) == 3 and worker_count(1, torch.device("cpu")) == 1
+    assert worker_count(0, torch.device("cpu")) >= 1  # one per usable core
+    assert worker_count(4, torch.device("cuda")) == 1  # one GPU: one training at a time

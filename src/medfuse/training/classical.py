@@ -55,7 +55,7 @@ def lightgbm_labs(cohort: Cohort, seed: int = 0, progress: ProgressFn | None = N
     def candidate(params):
         def fit(xt, yt, xv, yv):
             model = lgb.LGBMClassifier(n_estimators=500, learning_rate=0.05, subsample=0.8, subsample_freq=1,
-                                       colsample_bytree=0.8, random_state=seed, n_jobs=2, verbose=-1, **params)
+                                       colsample_bytree=0.8, random_state=seed, n_jobs=1, verbose=-1, **params)
             return model.fit(xt, yt, eval_X=(xv,), eval_y=(yv,), eval_metric="average_precision",
                              callbacks=[lgb.early_stopping(30, verbose=False)])
         return fit

@@ -17,15 +17,22 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medfuse.config import MedfuseConfig
 from medfuse.progress import ProgressFn, no_progress
+
+if TYPE_CHECKING:
+    from medfuse.data import Cohort
+    from medfuse.training.inputs import FusionData
 
 HEADLINE = ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")
 SINGLE_MODALITY = ("labs_only", "notes_only")
@@ -88,94 +95,240 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None) -> dict:
-    """Train and evaluate every variant with every seed; write ``compare.json`` and ``compare.md``."""
-    from medfuse.notes.text import build_texts
-    from medfuse.pipeline import lab_encoder, run_inputs
+@dataclass(frozen=True)
+class Job:
+    """One training of the comparison: a grid point (``tune`` = its index) or a seed run of a row."""
+
+    variant: Variant
+    settings: dict
+    seed: int
+    tune: int | None
+    index: int  # the row's place in the table, for ordering
+    label: str
+
+    @property
+    def key(self) -> tuple:
+        """``(row name, "tune", grid index)`` or ``(row name, "seed", seed)``."""
+        return (self.variant.name, "seed", self.seed) if self.tune is None else (self.variant.name, "tune", self.tune)
+
+    def run_dir(self, out: Path) -> Path:
+        return out / "models" / slug(self.variant.name) / (f"seed{self.seed}" if self.tune is None else f"tune{self.tune}")
+
+
+@dataclass
+class JobInputs:
+    """What every job reads: the config, cohort, MLTM run folder, fusion inputs, note texts and output folder."""
+
+    cfg: MedfuseConfig
+    cohort: Cohort
+    labs_run: Path
+    data: FusionData
+    texts: list[str]
+    out: Path
+
+
+def run_job(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray, float]:
+    """Train one job on one thread; its probabilities for every cohort row (val and test filled for neural
+    rows) and seconds. ``report(fraction, info)`` gets the training's progress below 1.
+
+    One thread (torch, OpenMP, BLAS) always, in a worker or not: float sums, hence the last digits, depend on
+    the thread count; and these small models are no faster on more, while idle threads that spin for work
+    slow everything else down when the cores are shared.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            return _train(inputs, job, report)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray, float]:
+    from medfuse.pipeline import lab_encoder
     from medfuse.torch_utils import resolve_device
     from medfuse.training.classical import lightgbm_labs, tfidf_logreg
+    from medfuse.training.trainer import fit, load_net, predict
+
+    t0 = time.perf_counter()
+    v, data = job.variant, inputs.data
+    if v.classical == "lightgbm":
+        return lightgbm_labs(inputs.cohort, seed=job.seed), round(time.perf_counter() - t0, 2)
+    if v.classical == "tfidf":
+        return tfidf_logreg(inputs.cohort, inputs.texts, seed=job.seed), round(time.perf_counter() - t0, 2)
+    train = inputs.cfg.train
+    tcfg = train.model_validate({**train.model_dump(), **job.settings, **v.train, "seed": job.seed})
+    run_dir, device = job.run_dir(inputs.out), resolve_device(tcfg.device)
+    fit(data, run_dir, tcfg, lab_encoder(tcfg.labs_encoder, inputs.labs_run, job.seed),
+        progress=lambda s, f, info="": report(f, info) if f < 1 else None)
+    net = load_net(run_dir, data, lab_encoder(tcfg.labs_encoder, inputs.labs_run, job.seed)).to(device)
+    val, test = data.rows("val"), data.rows("test")
+    prob = np.zeros_like(data.y)
+    prob[val], prob[test] = predict(net, data, val, device), predict(net, data, test, device)
+    return prob, round(time.perf_counter() - t0, 2)
+
+
+def worker_count(requested: int, device) -> int:
+    """Parallel trial processes: ``requested``, 0 = one per usable CPU core; 1 on a GPU and off Linux (no fork)."""
+    if device.type != "cpu" or sys.platform != "linux":
+        return 1
+    return requested or len(os.sched_getaffinity(0))
+
+
+_WORKER: dict = {}  # set in the parent before the workers fork: inputs and the progress queue
+
+
+def _run_in_worker(job: Job, stage: str) -> tuple[np.ndarray, float]:
+    queue = _WORKER["queue"]
+    return run_job(_WORKER["inputs"], job, lambda f, info="": queue.put((stage, f, info)))
+
+
+def run_jobs(inputs: JobInputs, jobs: list[Job], on_done, workers: int, total: int, progress: ProgressFn) -> None:
+    """Run ``jobs`` and the jobs ``on_done(job, prob, seconds)`` returns, ``workers`` at a time.
+
+    With ``workers > 1`` each runs in a forked worker process (the parent schedules, relays progress and
+    scores finished rows; an error stops the workers at once); otherwise in this process. Ready jobs start
+    MEDFuse-kind ones first (the longest, and MEDFuse's tuning unlocks its ablations), then classical ones,
+    then the rest, each in table order.
+    """
+    import queue
+
+    from medfuse.training.trainer import macro_auprc
+
+    ready, running, started, pool, reports = list(jobs), 0, 0, None, None
+    finished: queue.Queue = queue.Queue()  # (job, stage, result or None, exception or None)
+    val = inputs.data.rows("val")
+    if workers > 1:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        reports = context.SimpleQueue()  # written synchronously: a job's reports arrive before its result
+        _WORKER.update(inputs=inputs, queue=reports)
+        pool = context.Pool(workers)
+    try:
+        while ready or running:
+            while ready and running < workers:
+                ready.sort(key=lambda j: (j.variant.train.get("kind") != "medfuse", not j.variant.classical, j.index,
+                                          j.tune if j.tune is not None else 0, j.seed))
+                job, started, running = ready.pop(0), started + 1, running + 1
+                stage = f"compare {started}/{total}"
+                progress(stage, 0.0, job.label)
+                if pool is None:
+                    finished.put((job, stage, run_job(inputs, job, lambda f, info="", s=stage: progress(s, f, info)),
+                                  None))
+                else:
+                    pool.apply_async(_run_in_worker, (job, stage),
+                                     callback=lambda r, j=job, s=stage: finished.put((j, s, r, None)),
+                                     error_callback=lambda e, j=job, s=stage: finished.put((j, s, None, e)))
+            try:
+                job, stage, result, error = finished.get(timeout=0.25)
+            except queue.Empty:
+                job = None
+            while reports is not None and not reports.empty():
+                progress(*reports.get())
+            if job is None:
+                continue
+            if error is not None:
+                raise error
+            running -= 1
+            prob, seconds = result
+            progress(stage, 1.0, f"{job.label}: val macro-AUPRC {macro_auprc(inputs.data.y[val], prob[val]):.3f}")
+            ready += on_done(job, prob, seconds)
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        _WORKER.clear()
+
+
+def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None) -> dict:
+    """Train and evaluate every variant with every seed; write ``compare.json`` and ``compare.md``.
+
+    Jobs run ``compare.workers`` at a time (:func:`run_jobs`); every job's numbers depend only on its row,
+    settings and seed, so the table is the same for any number of workers.
+    """
+    from medfuse.notes.text import build_texts
+    from medfuse.pipeline import run_inputs
+    from medfuse.torch_utils import resolve_device
     from medfuse.training.metrics import compute_metrics, evaluate_predictions
     from medfuse.training.thresholds import rule_from_config, tune_thresholds
-    from medfuse.training.trainer import fit, load_net, macro_auprc, predict
+    from medfuse.training.trainer import macro_auprc
 
     progress = progress or no_progress
     out = Path(out)
     cohort, labs_run, _, data = run_inputs(cohort_path, out, cfg, progress)
-    texts = build_texts(cohort, cfg.notes.template).texts
+    inputs = JobInputs(cfg, cohort, labs_run, data, build_texts(cohort, cfg.notes.template).texts, out)
     val, test = data.rows("val"), data.rows("test")
-    device = resolve_device(cfg.train.device)
+    seeds = cfg.compare.seeds
     chosen = [v for v in variants(cfg.compare.mi_weights) if not cfg.compare.models or v.name in cfg.compare.models]
-    total = sum(len(cfg.compare.seeds) + (0 if v.classical or _inherits(v, chosen) else
-                                          len(tuning_grid(cfg.compare.grid, v.train["kind"])) - 1) for v in chosen)
-    done = 0  # runs started, for the progress label
-    medfuse_settings: dict = {}  # MEDFuse's validation choice, reused by its ablations and lambda sweep
+    grids = {v.name: [] if v.classical or _inherits(v, chosen) else tuning_grid(cfg.compare.grid, v.train["kind"])
+             for v in chosen}
+    total = sum(len(seeds) + max(len(grids[v.name]) - 1, 0) for v in chosen)
     rule = rule_from_config(cfg.evaluate)
+    outputs: dict[tuple, tuple[np.ndarray, float]] = {}  # job key -> (probabilities, seconds)
+    tunings: dict[str, dict] = {}
+    rows: dict[str, dict] = {}  # row name -> its finished table row
     first_seed: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # row name -> (probabilities, thresholds)
 
-    def neural(v: Variant, settings: dict, seed: int, run_dir: Path, label: str) -> np.ndarray:
-        """Train one neural row with ``settings`` and ``seed``; its val and test probabilities."""
-        nonlocal done
-        done += 1
-        stage = f"compare {done}/{total}"
-        progress(stage, 0.0, label)
-        tcfg = cfg.train.model_validate({**cfg.train.model_dump(), **settings, **v.train, "seed": seed})
-        encoder = lab_encoder(tcfg.labs_encoder, labs_run, seed)
-        fit(data, run_dir, tcfg, encoder, progress=lambda s, f, info="", stage=stage: progress(stage, f, info))
-        net = load_net(run_dir, data, lab_encoder(tcfg.labs_encoder, labs_run, seed)).to(device)
-        prob = np.zeros_like(data.y)
-        prob[val], prob[test] = predict(net, data, val, device), predict(net, data, test, device)
-        return prob
+    def seed_jobs(v: Variant, settings: dict) -> list[Job]:
+        """The row's seed runs still to train (a tuned row's first seed is its chosen grid point)."""
+        return [Job(v, settings, seed, None, chosen.index(v), f"{v.name}, seed {seed}")
+                for k, seed in enumerate(seeds) if not (k == 0 and grids[v.name])]
 
-    results = []
-    for v in chosen:
-        runs, tuning, first = [], None, None
-        if not v.classical:
-            trials, probs = [], []
-            if _inherits(v, chosen):
-                settings, inherited = medfuse_settings, "MEDFuse"
-            else:
-                inherited, grid = None, tuning_grid(cfg.compare.grid, v.train["kind"])
-                for i, trial in enumerate(grid):
-                    t0 = time.perf_counter()
-                    label = f"{v.name}, tuning {i + 1}/{len(grid)}: {settings_text(trial)}"
-                    probs.append(neural(v, trial, cfg.compare.seeds[0], out / "models" / slug(v.name) / f"tune{i}", label))
-                    trials.append({"settings": trial, "val_macro_auprc": macro_auprc(data.y[val], probs[-1][val]),
-                                   "seconds": round(time.perf_counter() - t0, 2)})
-                best = int(np.argmax([t["val_macro_auprc"] for t in trials]))  # ties: the earlier trial
-                settings, first = trials[best]["settings"], (probs[best], trials[best]["seconds"])
-            if v.name == "MEDFuse":
-                medfuse_settings = settings
-            tuning = {"settings": settings, "inherited_from": inherited, "trials": trials}
-        for k, seed in enumerate(cfg.compare.seeds):
-            t0 = time.perf_counter()
-            if v.classical:
-                done += 1
-                progress(f"compare {done}/{total}", 0.0, f"{v.name}, seed {seed}")
-            if v.classical == "lightgbm":
-                prob = lightgbm_labs(cohort, seed=seed)
-            elif v.classical == "tfidf":
-                prob = tfidf_logreg(cohort, texts, seed=seed)
-            elif k == 0 and first is not None:
-                prob, trained_seconds = first  # the chosen trial was trained with this seed already
-                t0 -= trained_seconds
-            else:
-                prob = neural(v, settings, seed, out / "models" / slug(v.name) / f"seed{seed}", f"{v.name}, seed {seed}")
+    def finish_row(v: Variant) -> dict:
+        """Thresholds on validation, test metrics per seed, the first seed's bootstrap and saved predictions."""
+        runs = []
+        for k, seed in enumerate(seeds):
+            prob, seconds = outputs[(v.name, "seed", seed)]
             thresholds = tune_thresholds(data.y[val], prob[val], **rule)
             metrics = compute_metrics(data.y[test], prob[test], thresholds, data.label_names)
-            runs.append({"seed": seed, "seconds": round(time.perf_counter() - t0, 2),
-                         **headline(metrics)})
+            runs.append({"seed": seed, "seconds": seconds, **headline(metrics)})
             if k == 0:
                 first_seed[v.name] = (prob, thresholds)
                 save_predictions(out / "models" / slug(v.name) / PREDICTIONS_FILE, data, prob, thresholds, (val, test))
                 boot = evaluate_predictions(data.y[test], prob[test], thresholds, groups=data.subject_ids[test],
                                             label_names=data.label_names, n_resamples=cfg.compare.n_resamples,
                                             seed=0)["at_tuned_thresholds"]["bootstrap"]
-            progress(f"compare {done}/{total}", 1.0, f"{v.name}, seed {seed}: macro-F1 {runs[-1]['macro_f1']:.3f}")
         summary = {m: {"mean": float(np.mean([r[m] for r in runs])), "std": float(np.std([r[m] for r in runs]))}
                    for m in HEADLINE}
-        results.append({"name": v.name, "group": v.group, "train": v.train, "classical": v.classical,
-                        "tuning": tuning, "runs": runs, "summary": summary,
-                        "bootstrap_seed0": {m: boot.get(m) for m in HEADLINE}})
+        return {"name": v.name, "group": v.group, "train": v.train, "classical": v.classical,
+                "tuning": tunings.get(v.name), "runs": runs, "summary": summary,
+                "bootstrap_seed0": {m: boot.get(m) for m in HEADLINE}}
+
+    def on_done(job: Job, prob: np.ndarray, seconds: float) -> list[Job]:
+        v, grid, new = job.variant, grids[job.variant.name], []
+        outputs[job.key] = (prob, seconds)
+        if job.tune is not None and all((v.name, "tune", i) in outputs for i in range(len(grid))):
+            tuned = [outputs[(v.name, "tune", i)] for i in range(len(grid))]
+            trials = [{"settings": trial, "val_macro_auprc": macro_auprc(data.y[val], p[val]), "seconds": secs}
+                      for trial, (p, secs) in zip(grid, tuned)]
+            best = int(np.argmax([t["val_macro_auprc"] for t in trials]))  # ties: the earlier trial
+            settings = trials[best]["settings"]
+            outputs[(v.name, "seed", seeds[0])] = outputs[(v.name, "tune", best)]  # trained with the first seed
+            tunings[v.name] = {"settings": settings, "inherited_from": None, "trials": trials}
+            new += seed_jobs(v, settings)
+            if v.name == "MEDFuse":  # its ablations and lambda sweep reuse its choice
+                for u in chosen:
+                    if _inherits(u, chosen):
+                        tunings[u.name] = {"settings": settings, "inherited_from": "MEDFuse", "trials": []}
+                        new += seed_jobs(u, settings)
+        if all((v.name, "seed", seed) in outputs for seed in seeds):
+            rows[v.name] = finish_row(v)
+        return new
+
+    jobs = [Job(v, trial, seeds[0], i, chosen.index(v), f"{v.name}, tuning {i + 1}/{len(grids[v.name])}: "
+                f"{settings_text(trial)}") for v in chosen for i, trial in enumerate(grids[v.name])]
+    jobs += [j for v in chosen if v.classical for j in seed_jobs(v, {})]
+    run_jobs(inputs, jobs, on_done, worker_count(cfg.compare.workers, resolve_device(cfg.train.device)), total,
+             progress)
+    results = [rows[v.name] for v in chosen]
     if "MEDFuse" in first_seed:
         from medfuse.training.metrics import paired_bootstrap_difference
 
@@ -186,7 +339,7 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
                 r["vs_medfuse"] = paired_bootstrap_difference(
                     data.y[test], p_med[test], p_row[test], t_med, t_row, data.subject_ids[test],
                     n_resamples=cfg.compare.n_resamples, seed=0, label_names=data.label_names)
-    table = {"cohort": str(cohort.path.resolve()), "split": "test", "seeds": cfg.compare.seeds,
+    table = {"cohort": str(cohort.path.resolve()), "split": "test", "seeds": seeds,
              "n_resamples": cfg.compare.n_resamples, "threshold_rule": rule, "grid": cfg.compare.grid,
              "models": results}
     (out / "compare.json").write_text(json.dumps(table, indent=2))
@@ -261,6 +414,10 @@ def comparison_markdown(table: dict) -> str:
         if paired:
             cells += [delta_cells(r, table, m) for m in ("macro_auprc", "macro_f1")]
         lines.append(f"| {r['name']} | {r['group']} | " + " | ".join(cells) + f" | {tuned_text(r)} |")
+    seeds = table["seeds"]
+    lines += ["", (f"Test split, mean ± sd over {len(seeds)} training seed{'s' * (len(seeds) > 1)} "
+                   f"({', '.join(map(str, seeds))}); bracketed: seed {seeds[0]}'s patient-level bootstrap 95% "
+                   f"interval ({table['n_resamples']} resamples).")]
     if paired:
         lines += ["", (f"Δ: paired patient-level bootstrap of the first seed's test predictions "
                        f"({table['n_resamples']} resamples, the same for every row); p = one-sided "
