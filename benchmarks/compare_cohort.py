@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> dict:
     from medfuse.data.cohort import Cohort
     from medfuse.data.prepare import prepare_cohort
     from medfuse.data.synth import generate
-    from medfuse.pipeline import ensure_labs_run, ensure_notes_run
     from medfuse.progress import stage_progress
     from medfuse.training.compare import compare
+    from medfuse.training.inputs import ensure_labs_run, ensure_notes_run
 
     cfg = build_config(args)
     work = args.work_dir / args.name

@@ -1,7 +1,7 @@
 """``medfuse demo``: the whole pipeline on synthetic data, offline.
 
-It sits above :mod:`medfuse.pipeline` and :mod:`medfuse.training.compare` so that dependencies point one
-way: CLI, then this module and the pipeline, then the stages.
+It sits above :mod:`medfuse.serving`, :mod:`medfuse.pipeline` and :mod:`medfuse.training.compare`, so that
+dependencies point one way: CLI, then this module, serving, the pipeline, then the stages (tests/test_layout.py).
 """
 
 from __future__ import annotations

@@ -21,54 +21,10 @@ import numpy as np
 from medfuse.config import EvaluateConfig, MedfuseConfig, TrainConfig
 from medfuse.data.cohort import Cohort
 from medfuse.progress import ProgressFn, no_progress
+from medfuse.training.inputs import lab_encoder, run_inputs
 
 RUN_FILE = "run.json"
-RECONSTRUCTION_FILE = "reconstruction.json"
 THRESHOLDS_FILE = "thresholds.json"
-
-
-def ensure_labs_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn) -> Path:
-    """The MLTM run to use: ``train.labs_run`` if set, else ``run_dir/labs`` (pretrained when absent)."""
-    from medfuse.labs import pretrain
-    from medfuse.labs.evaluate import reconstruction_table
-    from medfuse.labs.train import MODEL_FILE
-
-    path = Path(cfg.train.labs_run) if cfg.train.labs_run else run_dir / "labs"
-    if not (path / MODEL_FILE).exists():
-        if cfg.train.labs_run:
-            raise FileNotFoundError(f"{path}: not a pretrain-labs run (no {MODEL_FILE})")
-        pretrain(cohort, path, cfg.labs, progress=progress)
-    if not (path / RECONSTRUCTION_FILE).exists():
-        (path / RECONSTRUCTION_FILE).write_text(json.dumps(reconstruction_table(cohort, path), indent=2))
-    return path
-
-
-def ensure_notes_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn) -> Path:
-    """The note-embedding run to use: ``train.notes_run`` if set, else ``run_dir/notes`` (embedded when absent)."""
-    from medfuse.notes.pipeline import EMBEDDINGS_FILE, embed_cohort
-
-    path = Path(cfg.train.notes_run) if cfg.train.notes_run else run_dir / "notes"
-    if not (path / EMBEDDINGS_FILE).exists():
-        if cfg.train.notes_run:
-            raise FileNotFoundError(f"{path}: not an embed-notes run (no {EMBEDDINGS_FILE})")
-        embed_cohort(cohort, path, cfg.notes, progress=progress)
-    return path
-
-
-def lab_encoder(mode: str, labs_run: Path, seed: int):
-    """The MLTM encoder the fusion model trains with: None (frozen), the pretrained one, or a fresh one."""
-    if mode == "frozen":
-        return None
-    import torch
-
-    from medfuse.labs import LabEmbedder
-    from medfuse.labs.model import MLTM
-
-    model = LabEmbedder.load(labs_run, device="cpu").model
-    if mode == "scratch":
-        torch.manual_seed(seed)
-        model = MLTM(model.cfg)
-    return model.train()
 
 
 def load_run_data(run_dir: Path):
@@ -77,17 +33,6 @@ def load_run_data(run_dir: Path):
 
     info = json.loads((run_dir / RUN_FILE).read_text())
     return load_fusion_data(info["cohort"], info["labs_run"], info["notes_run"]), info
-
-
-def run_inputs(cohort_path: str | Path, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn):
-    """``(cohort, labs_run, notes_run, FusionData)`` for ``run_dir``: steps 2-3 are run where missing."""
-    from medfuse.training.inputs import load_fusion_data
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cohort = Cohort(cohort_path)
-    labs_run = ensure_labs_run(cohort, run_dir, cfg, progress)
-    notes_run = ensure_notes_run(cohort, run_dir, cfg, progress)
-    return cohort, labs_run, notes_run, load_fusion_data(cohort, labs_run, notes_run)
 
 
 def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, resume: bool = False,

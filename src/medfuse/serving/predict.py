@@ -42,7 +42,7 @@ class Predictor:
         from safetensors.numpy import load_file
 
         from medfuse.labs import LabEmbedder
-        from medfuse.pipeline import lab_encoder
+        from medfuse.training.inputs import lab_encoder
         from medfuse.training.trainer import load_net
 
         self.path, self.bundle = path, bundle

@@ -148,9 +148,9 @@ def run_job(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray
 
 
 def _train(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray, float]:
-    from medfuse.pipeline import lab_encoder
     from medfuse.torch_utils import resolve_device
     from medfuse.training.classical import lightgbm_labs, tfidf_logreg
+    from medfuse.training.inputs import lab_encoder
     from medfuse.training.trainer import fit, load_net, predict
 
     t0 = time.perf_counter()
@@ -255,8 +255,8 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
     settings and seed, so the table is the same for any number of workers.
     """
     from medfuse.notes.text import build_texts
-    from medfuse.pipeline import run_inputs
     from medfuse.torch_utils import resolve_device
+    from medfuse.training.inputs import run_inputs
     from medfuse.training.metrics import compute_metrics, evaluate_predictions
     from medfuse.training.thresholds import rule_from_config, tune_thresholds
     from medfuse.training.trainer import macro_auprc

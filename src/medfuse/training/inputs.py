@@ -1,14 +1,18 @@
-"""Assemble the fusion model's inputs for every cohort admission: note vectors, lab tokens, labels."""
+"""Assemble the fusion model's inputs for every cohort admission: note vectors, lab tokens, labels; the lab and
+note stages are run first where their runs are missing (:func:`run_inputs`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from medfuse.config import MedfuseConfig
 from medfuse.data.cohort import LAB_AGGREGATES, Cohort
+from medfuse.progress import ProgressFn
 
 
 @dataclass
@@ -130,3 +134,59 @@ def load_fusion_data(cohort: str | Path | Cohort, labs_run: str | Path, notes_ru
     mean, std = note_statistics(note, note_missing, cohort.split)
     return assemble_fusion_data(cohort, note, note_missing, LabEmbedder.load(labs_run, device=device), mean, std,
                                 batch_size)
+
+
+RECONSTRUCTION_FILE = "reconstruction.json"
+
+
+def ensure_labs_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn) -> Path:
+    """The MLTM run to use: ``train.labs_run`` if set, else ``run_dir/labs`` (pretrained when absent)."""
+    from medfuse.labs import pretrain
+    from medfuse.labs.evaluate import reconstruction_table
+    from medfuse.labs.train import MODEL_FILE
+
+    path = Path(cfg.train.labs_run) if cfg.train.labs_run else run_dir / "labs"
+    if not (path / MODEL_FILE).exists():
+        if cfg.train.labs_run:
+            raise FileNotFoundError(f"{path}: not a pretrain-labs run (no {MODEL_FILE})")
+        pretrain(cohort, path, cfg.labs, progress=progress)
+    if not (path / RECONSTRUCTION_FILE).exists():
+        (path / RECONSTRUCTION_FILE).write_text(json.dumps(reconstruction_table(cohort, path), indent=2))
+    return path
+
+
+def ensure_notes_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn) -> Path:
+    """The note-embedding run to use: ``train.notes_run`` if set, else ``run_dir/notes`` (embedded when absent)."""
+    from medfuse.notes.pipeline import EMBEDDINGS_FILE, embed_cohort
+
+    path = Path(cfg.train.notes_run) if cfg.train.notes_run else run_dir / "notes"
+    if not (path / EMBEDDINGS_FILE).exists():
+        if cfg.train.notes_run:
+            raise FileNotFoundError(f"{path}: not an embed-notes run (no {EMBEDDINGS_FILE})")
+        embed_cohort(cohort, path, cfg.notes, progress=progress)
+    return path
+
+
+def lab_encoder(mode: str, labs_run: Path, seed: int):
+    """The MLTM encoder the fusion model trains with: None (frozen), the pretrained one, or a fresh one."""
+    if mode == "frozen":
+        return None
+    import torch
+
+    from medfuse.labs import LabEmbedder
+    from medfuse.labs.model import MLTM
+
+    model = LabEmbedder.load(labs_run, device="cpu").model
+    if mode == "scratch":
+        torch.manual_seed(seed)
+        model = MLTM(model.cfg)
+    return model.train()
+
+
+def run_inputs(cohort_path: str | Path, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn):
+    """``(cohort, labs_run, notes_run, FusionData)`` for ``run_dir``: steps 2-3 are run where missing."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cohort = Cohort(cohort_path)
+    labs_run = ensure_labs_run(cohort, run_dir, cfg, progress)
+    notes_run = ensure_notes_run(cohort, run_dir, cfg, progress)
+    return cohort, labs_run, notes_run, load_fusion_data(cohort, labs_run, notes_run)
