@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="Seconds per concurrency level.")
     parser.add_argument("--max-requests", type=int, default=100_000, help="Requests per level at most.")
     parser.add_argument("--config", type=Path, help="A TOML file with [serve] settings for the server.")
+    parser.add_argument("--name", default="serve", help="Results file: benchmarks/results/NAME.json.")
     args = parser.parse_args()
     offline()
     args.bundle = args.bundle or demo_bundle()
@@ -190,7 +191,7 @@ def main() -> None:
         "load_average": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
     }
     print(f"32 clients / 1 client throughput: {result['throughput_32_over_1']}x; targets: {targets}")
-    print(f"wrote {save('serve', result)}")
+    print(f"wrote {save(args.name, result)}")
 
 
 if __name__ == "__main__":
