@@ -93,4 +93,4 @@ def print_predictions(results: list[dict], explained: int = 1) -> None:
                 console.print(f"  lab  {lab['score']:+.3f}  {lab['label']} {lab['value']:.4g} {lab['unit']}",
                               highlight=False)
             for line in e.get("note_lines", [])[:3]:
-                console.print(f"  note {line['score']:+.3f}  [{line['field']}] {line['text'][:90]}", highlight=False)
+                console.print(f"  note {line['score']:+.3f}  [{line['field']}] {line['text'].strip()[:90]}", highlight=False)

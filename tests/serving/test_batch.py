@@ -61,6 +61,18 @@ def test_jsonl_with_bad_records_never_sinks_the_batch(predictor, tmp_path):
     assert all(0 <= out[0][f"{n}__prob"] <= 1 for n in predictor.label_names)
 
 
+def test_non_finite_values_in_a_file_are_warnings_not_errors(predictor, tmp_path):
+    itemid, unit = creatinine(predictor)
+    values = ("NaN", "Infinity", "-Infinity", "1e999", "1.3")  # JSON literals Python's reader accepts
+    labs = ", ".join(f'{{"test": {itemid}, "value": {v}, "unit": "{unit}"}}' for v in values)
+    line = f'{{"id": "x", "labs": [{labs}]}}'
+    (tmp_path / "in.jsonl").write_text(line + "\n")
+    s = predict_file(predictor, tmp_path / "in.jsonl", tmp_path / "o.parquet")
+    assert (s.predicted, s.errors) == (1, 0)
+    assert pq.read_table(tmp_path / "o.parquet").column("warnings").to_pylist() == [
+        ["4 lab value(s) not used: non_finite_value"]]
+
+
 def test_a_record_that_fails_inside_the_model_is_isolated(predictor, tmp_path, monkeypatch):
     real = predictor.predict
 
@@ -130,6 +142,9 @@ def test_cli_export_info_predict_records(served, tmp_path):
     card = (tmp_path / "m" / "README.md").read_text()
     for part in ("## Intended use", "## Training data", "## Metrics", "## Subgroups", "## Limitations"):
         assert part in card
+    assert "| sex: F |" in card and "| modality: note_and_labs |" in card
+    hypertension = next(line for line in card.splitlines() if line.startswith("| Hypertension |"))
+    assert hypertension.count("(") == 3 and "–" in hypertension  # test AUPRC, AUROC and F1 with intervals
     result = runner.invoke(app, ["info", str(tmp_path / "m"), "--json"])
     assert result.exit_code == 0 and json.loads(result.output)["labels"]
     result = runner.invoke(app, ["records", str(root / "raw"), "--source", "mimic4", "--limit", "3",

@@ -154,10 +154,10 @@ HOSTILE = {
     "truncated JSON": (raw(b'{"record": {"id": '), 422, ["body"]),
     "deeply nested arrays": (raw(b'{"record": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), 422, ["body"]),
     "deeply nested objects": (raw(b'{"a":' * 50_000 + b"1" + b"}" * 50_000), 422, ["body"]),
-    "NaN": (number("NaN"), 422, ["body", "record", "labs", 0, "value", "float"]),
-    "Infinity": (number("Infinity"), 422, ["body", "record", "labs", 0, "value", "float"]),
-    "-Infinity": (number("-Infinity"), 422, ["body", "record", "labs", 0, "value", "float"]),
-    "1e999": (number("1e999"), 422, ["body", "record", "labs", 0, "value", "float"]),
+    "NaN": (number("NaN"), 422, ["body", "record", "labs", 0, "value"]),
+    "Infinity": (number("Infinity"), 422, ["body", "record", "labs", 0, "value"]),
+    "-Infinity": (number("-Infinity"), 422, ["body", "record", "labs", 0, "value"]),
+    "1e999": (number("1e999"), 422, ["body", "record", "labs", 0, "value"]),
     "huge finite number": (number("1e300"), 422, ["body", "record", "labs", 0, "value"]),
     "huge reference range": ({"json": labs_with(ref_range_upper=-1e20)}, 422,
                              ["body", "record", "labs", 0, "ref_range_upper"]),
@@ -215,7 +215,7 @@ def test_non_finite_values_in_a_batch_name_the_record_and_lab(client):
     body = b'{"records": [{"id": 1}, {"id": 2, "labs": [{"test": 1, "value": 2}, {"test": 2, "value": NaN}]}]}'
     r = client.post("/v1/predict", **raw(body))
     assert r.status_code == 422
-    assert ["body", "records", 1, "labs", 1, "value", "float"] in [e["loc"] for e in r.json()["detail"]]
+    assert ["body", "records", 1, "labs", 1, "value"] in [e["loc"] for e in r.json()["detail"]]
 
 
 def test_many_errors_are_capped(client):

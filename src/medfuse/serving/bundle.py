@@ -56,18 +56,29 @@ def _copy(src: Path, dst: Path, names: tuple[str, ...]) -> None:
 
 
 def _metric_summary(metrics: dict) -> dict:
-    """Headline metrics with their 95% intervals, per-label metrics and subgroup results of one split."""
+    """Headline and per-label metrics with their 95% intervals, and subgroup results, of one split."""
     tuned = metrics["at_tuned_thresholds"]
     boot = tuned.get("bootstrap", {})
+
+    def entry(stats: dict, key: str, value) -> dict:
+        return stats.get(key) or {"value": value, "low": None, "high": None}
+
+    subgroups = {}
+    for attribute, groups in metrics.get("subgroups", {}).items():
+        for name, g in groups.items():
+            b = g.get("bootstrap", {})
+            subgroups[f"{attribute}: {name}"] = (
+                {"n": g["n"], "too_small": g.get("reason")} if g.get("too_small") else
+                {"n": g["n"], "macro_auprc": entry(b, "macro_auprc", g["macro"]["auprc"]),
+                 "macro_f1": entry(b, "macro_f1", g["macro"]["f1"])})
     return {
         "n": metrics["n"],
         "n_patients": metrics.get("n_patients"),
-        "headline": {m: boot.get(m, {"value": tuned["macro"].get(m.removeprefix("macro_"))}) for m in HEADLINE},
-        "per_label": {name: {k: v.get(k) for k in ("auprc", "auroc", "f1", "precision", "recall", "support")}
+        "headline": {m: entry(boot, m, tuned["macro"].get(m.removeprefix("macro_"))) for m in HEADLINE},
+        "per_label": {name: {"support": v.get("support"),
+                             **{k: entry(boot, f"{name}/{k}", v.get(k)) for k in ("auprc", "auroc", "f1")}}
                       for name, v in tuned["per_label"].items()},
-        "per_label_intervals": boot.get("per_label", {}),
-        "subgroups": {name: {"n": g["n"], "macro_auprc": g["macro"]["auprc"], "macro_f1": g["macro"]["f1"]}
-                      for name, g in metrics.get("subgroups", {}).items() if "macro" in g},
+        "subgroups": subgroups,
     }
 
 

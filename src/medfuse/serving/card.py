@@ -13,9 +13,9 @@ LIMITATIONS = (
     "there before use (distribution shift in labs, units, note style and coding practice).\n"
     "- Labels are ICD discharge codes, which under- and over-code; the model learns the coding as well as "
     "the disease.\n"
-    "- Subgroup results below are estimates with wide intervals where groups are small.\n"
+    "- Subgroup results above are estimates with wide intervals where groups are small.\n"
     "- Unit conversions cover a documented table only; other units are rejected, not guessed.\n"
-    "- Explanations (integrated gradients on labs, occlusion of note lines) describe the model, not causes."
+    "- Explanations (occlusion of lab tests and note lines) describe the model, not causes."
 )
 
 
@@ -90,19 +90,20 @@ def model_card(bundle: dict) -> str:
         *[f"| {m} | {_interval(val['headline'].get(m))} | {_interval(test['headline'].get(m))} |"
           for m in test["headline"]],
         "",
-        "| label | definition (ICD-9 / ICD-10 prefixes) | threshold | test AUPRC | test F1 | support |",
-        "|---|---|---:|---:|---:|---:|",
+        "| label | definition (ICD-9 / ICD-10 prefixes) | threshold | test AUPRC | test AUROC | test F1 | support |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name in c["labels"]:
         d, m = c["label_definitions"][name], test["per_label"].get(name, {})
         icd = "; ".join(filter(None, (", ".join(d["icd9"]), ", ".join(d["icd10"]))))
-        auprc = _interval(test["per_label_intervals"].get(name, {}).get("auprc")) if test["per_label_intervals"] \
-            else f"{m.get('auprc', float('nan')):.3f}"
-        lines.append(f"| {d['title']} | {icd} | {c['thresholds'][name]:.3f} | {auprc} | "
-                     f"{m.get('f1', float('nan')):.3f} | {m.get('support', '-')} |")
+        lines.append(f"| {d['title']} | {icd} | {c['thresholds'][name]:.3f} | {_interval(m.get('auprc'))} | "
+                     f"{_interval(m.get('auroc'))} | {_interval(m.get('f1'))} | {m.get('support', '-')} |")
     lines += ["", "## Subgroups (test)", "", "| subgroup | n | macro-AUPRC | macro-F1 |", "|---|---:|---:|---:|"]
     for name, g in test["subgroups"].items():
-        lines.append(f"| {name} | {g['n']} | {g['macro_auprc']:.3f} | {g['macro_f1']:.3f} |")
+        if g.get("too_small"):
+            lines.append(f"| {name} | {g['n']} | too small: {g['too_small']} | |")
+        else:
+            lines.append(f"| {name} | {g['n']} | {_interval(g['macro_auprc'])} | {_interval(g['macro_f1'])} |")
     lines += ["", "## Limitations", "", c["limitations"], "",
               "## How to use", "", "```", "medfuse info MODEL", ("medfuse predict MODEL --input patients.jsonl "
               "--out predictions.parquet --explain"), "medfuse serve MODEL", "```", ""]

@@ -6,18 +6,22 @@ generated from :class:`PatientRecord` (a test keeps the two equal).
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 SCHEMA_FILE = "patient_record.schema.json"
-MAX_ABS_VALUE = 1e15  # larger lab numbers are refused: no lab measures that much, and they overflow the model
+MAX_ABS_VALUE = 1e15  # the service refuses larger lab numbers: no lab measures that much
+STRICT_NUMBERS = {"strict_numbers": True}
+"""Validation context of the service: non-finite and huge lab numbers are refused (422). Files read by
+``medfuse predict`` are validated without it: such values reach the transforms and become warnings."""
 
 
 class LabResult(BaseModel):
     """One lab result, as a row of MIMIC's LABEVENTS."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # JSON has no NaN; 1e999 parses as inf
+    model_config = ConfigDict(extra="forbid")
 
     test: int | str = Field(description="The test's itemid (e.g. 50912) or its label (e.g. 'Creatinine').")
     value: float | str | None = Field(
@@ -39,9 +43,12 @@ class LabResult(BaseModel):
 
     @field_validator("value", "ref_range_lower", "ref_range_upper")
     @classmethod
-    def _not_huge(cls, v: float | str | None) -> float | str | None:
-        if isinstance(v, float) and abs(v) > MAX_ABS_VALUE:
-            raise ValueError(f"a lab number must be within ±{MAX_ABS_VALUE:g}")
+    def _finite_where_strict(cls, v: float | str | None, info: ValidationInfo) -> float | str | None:
+        if isinstance(v, float) and (info.context or {}).get("strict_numbers"):
+            if not math.isfinite(v):  # JSON has no NaN or Infinity; 1e999 parses as inf
+                raise ValueError("a lab number must be finite (JSON has no NaN or Infinity)")
+            if abs(v) > MAX_ABS_VALUE:
+                raise ValueError(f"a lab number must be within ±{MAX_ABS_VALUE:g}")
         return v
 
 

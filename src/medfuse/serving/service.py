@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medfuse.config import ServeConfig
-from medfuse.serving.records import PatientRecord
+from medfuse.serving.records import STRICT_NUMBERS, PatientRecord
 
 log = logging.getLogger("medfuse.serve")
 access_log = logging.getLogger("medfuse.serve.access")
@@ -390,7 +390,7 @@ def create_app(load: Callable[[], Any], cfg: ServeConfig, token: str | None = No
         if content_type != "application/json":
             return _error(415, "Content-Type must be application/json")
         try:
-            body = PredictRequest.model_validate_json(await request.body())
+            body = PredictRequest.model_validate_json(await request.body(), context=STRICT_NUMBERS)
         except ValidationError as e:
             return _error(422, _validation_errors(e))
         records = body.records if body.records is not None else [body.record]
