@@ -12,7 +12,6 @@ import copy
 import datetime as dt
 import json
 import shutil
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medfuse import __version__
+from medfuse.atomic import atomic_folder
 from medfuse.config import PrepareConfig, config_hash
 from medfuse.data import transform
 from medfuse.data.diseases import ICD_CODE_REGEX, Disease, load_diseases
@@ -412,10 +412,8 @@ def prepare_cohort(
         diseases = load_diseases(cfg.diseases or None)
     except (OSError, ValueError) as e:
         raise InputError(f"{cfg.diseases or 'diseases.toml'}: {e}") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     t0 = time.perf_counter()
-    try:
+    with atomic_folder(out) as work:
         p = _Pipeline(raw, work, cfg, progress)
         p.stage("admissions", p.admissions)
         p.stage("diagnoses & labels", lambda: p.diagnoses_and_labels(diseases))
@@ -458,10 +456,4 @@ def prepare_cohort(
             "timings": {**p.timings, "total": round(time.perf_counter() - t0, 3)},
         }
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
         return manifest
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise

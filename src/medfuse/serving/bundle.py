@@ -21,12 +21,12 @@ import datetime as dt
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from medfuse import __version__
+from medfuse.atomic import atomic_folder
 
 FORMAT = "medfuse-bundle"
 FORMAT_VERSION = 1
@@ -112,9 +112,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False)
         path = run_dir / f"metrics_{split}.json"
         metrics[split] = json.loads(path.read_text()) if path.is_file() else evaluate_run(run_dir, split)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out) as work:
         _copy(labs_run, work / "labs", (LABS_CONFIG, VOCAB_FILE, LABS_MODEL))
         _copy(notes_run, work / "notes", (EMBED_CONFIG, CODEBOOK_FILE))
         _copy(run_dir, work / "fusion", (MODEL_FILE, MODEL_CONFIG_FILE, THRESHOLDS_FILE))
@@ -182,13 +180,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False)
         from medfuse.serving.card import model_card
 
         (work / CARD_FILE).write_text(model_card(bundle))
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
         return out
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
 
 
 def read_bundle(path: str | Path, verify: bool = True) -> dict:
