@@ -154,6 +154,17 @@ def test_cli_export_info_predict_records(served, tmp_path):
                                  str(tmp_path / "pred.parquet"), "--cache-dir", str(root / "cache")])
     assert result.exit_code == 0, result.output
     assert pq.read_table(tmp_path / "pred.parquet").num_rows == 3
+    result = runner.invoke(app, ["predict", str(tmp_path / "m"), "--input", str(tmp_path / "p.jsonl"), "--out",
+                                 str(tmp_path / "explained.parquet"), "--explain", "--cache-dir", str(root / "cache")])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "explained.parquet").to_pylist()
+    for row in table:
+        explanations = json.loads(row["explanations"])
+        positive = {n.removesuffix("__pred") for n, v in row.items() if n.endswith("__pred") and v}
+        assert set(explanations) == positive
+        for e in explanations.values():
+            assert e["labs"] or e["note_lines"]
+    assert any(json.loads(row["explanations"]) for row in table)  # at least one positive was explained
     result = runner.invoke(app, ["predict", str(tmp_path), "--input", str(tmp_path / "p.jsonl"), "--out",
                                  str(tmp_path / "x.parquet")])
     assert result.exit_code == 2 and "not a medfuse model bundle" in result.output
