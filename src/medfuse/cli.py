@@ -250,6 +250,8 @@ def train(
     labs_run: Annotated[Path | None, typer.Option(help="Reuse this pretrain-labs run.")] = None,
     notes_run: Annotated[Path | None, typer.Option(help="Reuse this embed-notes run.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    finetune_notes: Annotated[bool | None, typer.Option(
+        "--finetune-notes/--frozen-notes", help="LoRA-fine-tune the note model on the training split first.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from RUN/checkpoint.safetensors.")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -260,7 +262,8 @@ def train(
 
     cfg = _config(config, train={"kind": kind, "epochs": epochs, "mi_weight": mi_weight, "seed": seed,
                                  "labs_run": str(labs_run) if labs_run else None,
-                                 "notes_run": str(notes_run) if notes_run else None})
+                                 "notes_run": str(notes_run) if notes_run else None},
+                  notes={"finetune": finetune_notes})
     _require_cohort(cohort)
     with stage_progress() as progress:
         summary = train_run(cohort, out, cfg, resume=resume, progress=progress)

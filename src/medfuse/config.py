@@ -103,6 +103,7 @@ class NotesConfig(_Section):
     cache_dir: str = ""
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    finetune: bool = False
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16.0, gt=0.0)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)

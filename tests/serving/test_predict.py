@@ -108,21 +108,19 @@ def test_cohort_in_memory_reads_like_the_folder(served):
 
 
 def test_bundle_carries_a_lora_adapter_of_a_llama_model(served, tiny_llama, tmp_path):
-    """Notes embedded by a LoRA-fine-tuned Llama-style model: the bundle holds the adapter and head, and its
-    predictions still equal evaluate's."""
-    from medfuse.notes.finetune import finetune_notes
-    from medfuse.notes.pipeline import embed_cohort
+    """``notes.finetune``: one train command fine-tunes a Llama-style note model with LoRA, embeds with the
+    adapter and trains fusion; the bundle holds the adapter and head, and its predictions equal evaluate's."""
     from medfuse.pipeline import train_run
     from medfuse.serving.bundle import export_bundle
 
     root, cfg = served
-    notes_cfg = cfg.notes.model_copy(update={"model": str(tiny_llama), "epochs": 1, "train_batch_size": 16,
-                                             "max_length": 64})
-    finetune_notes(root / "cohort", tmp_path / "ft", notes_cfg)
-    embed_cohort(root / "cohort", tmp_path / "notes", notes_cfg, model=None, adapter=tmp_path / "ft")
+    notes_cfg = cfg.notes.model_copy(update={"model": str(tiny_llama), "finetune": True, "epochs": 1,
+                                             "train_batch_size": 16, "max_length": 64})
     run_cfg = cfg.model_copy(update={"notes": notes_cfg, "train": cfg.train.model_copy(
-        update={"labs_run": str(root / "run" / "labs"), "notes_run": str(tmp_path / "notes")})})
+        update={"labs_run": str(root / "run" / "labs")})})
     train_run(root / "cohort", tmp_path / "run", run_cfg)
+    embedded = json.loads((tmp_path / "run" / "notes" / "embed_config.json").read_text())
+    assert embedded["adapter"] == str((tmp_path / "run" / "finetune").resolve()) and embedded["unit"] == "text"
     export_bundle(tmp_path / "run", tmp_path / "model")
     files = json.loads((tmp_path / "model" / "bundle.json").read_text())["files"]
     assert "notes/finetune/adapter/adapter_model.safetensors" in files and "notes/finetune/head.safetensors" in files

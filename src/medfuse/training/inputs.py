@@ -156,14 +156,25 @@ def ensure_labs_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress:
 
 
 def ensure_notes_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn) -> Path:
-    """The note-embedding run to use: ``train.notes_run`` if set, else ``run_dir/notes`` (embedded when absent)."""
+    """The note-embedding run to use: ``train.notes_run`` if set, else ``run_dir/notes`` (embedded when absent).
+
+    With ``notes.finetune`` the note model is first fine-tuned with LoRA on the training split into
+    ``run_dir/finetune`` (kept when already there, so ``--resume`` passes it) and the notes are embedded with it.
+    """
+    from medfuse.notes.finetune import FINETUNE_CONFIG, finetune_notes
     from medfuse.notes.pipeline import EMBEDDINGS_FILE, embed_cohort
 
     path = Path(cfg.train.notes_run) if cfg.train.notes_run else run_dir / "notes"
     if not (path / EMBEDDINGS_FILE).exists():
         if cfg.train.notes_run:
             raise FileNotFoundError(f"{path}: not an embed-notes run (no {EMBEDDINGS_FILE})")
-        embed_cohort(cohort, path, cfg.notes, progress=progress)
+        adapter = None
+        if cfg.notes.finetune:
+            adapter = run_dir / "finetune"
+            if not (adapter / FINETUNE_CONFIG).exists():
+                finetune_notes(cohort, adapter, cfg.notes, progress=progress)
+        embed_cohort(cohort, path, cfg.notes, model=None if adapter else cfg.notes.model, adapter=adapter,
+                     progress=progress)
     return path
 
 
