@@ -101,17 +101,18 @@ def create_lab_observations(con, source: str, refs: bool, run: Run | None = None
         """, stage="labs: read")
 
 
-def _unit_pairs(con) -> None:
+def _unit_pairs(con, fresh: bool) -> None:
     """Temp table ``unit_pairs``: rows per (test, unit) with a numeric value, and how many are usable: one
     grouped scan serves both the reference units and the conversions."""
-    con.execute("""CREATE TEMP TABLE IF NOT EXISTS unit_pairs AS SELECT itemid, unit, count(*) AS n_numeric,
+    create = "CREATE OR REPLACE TEMP TABLE" if fresh else "CREATE TEMP TABLE IF NOT EXISTS"
+    con.execute(f"""{create} unit_pairs AS SELECT itemid, unit, count(*) AS n_numeric,
         count_if(reason IS NULL) AS n_usable FROM lab_obs WHERE num IS NOT NULL GROUP BY itemid, unit""")
 
 
 def reference_units_from_data(con) -> None:
     """Table ``lab_units``: each test's most frequent unit over its numeric rows (all splits: a unit says
     nothing about the outcome)."""
-    _unit_pairs(con)
+    _unit_pairs(con, fresh=True)
     con.execute("""CREATE OR REPLACE TABLE lab_units AS SELECT itemid, arg_max(unit, n_numeric) AS unit
         FROM unit_pairs WHERE unit <> '' GROUP BY itemid""")
 
@@ -142,7 +143,7 @@ def convert_units(con, refs: bool) -> dict[str, int]:
     reference unit, is taken as it is. Works on the distinct (test, unit) pairs, so it costs one grouped
     scan. Returns ``{"converted": rows, "unit_not_convertible": rows}``.
     """
-    _unit_pairs(con)
+    _unit_pairs(con, fresh=False)  # made by reference_units_from_data when prepare called it
     con.register("unit_conversions_src", unit_conversions())
     con.execute(f"""CREATE OR REPLACE TEMP TABLE unit_fix AS SELECT p.itemid, p.unit, any_value(p.n_usable) AS n,
           any_value(k.factor) AS factor

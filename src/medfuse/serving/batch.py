@@ -8,6 +8,7 @@ the reason; it never stops the batch. Outputs are written under temporary names 
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -54,10 +55,10 @@ def _validation_reason(e: ValidationError) -> str:
 
 def _read_jsonl(path: Path, progress: ProgressFn) -> Iterator[tuple[int, PatientRecord | None, str | None]]:
     size = max(path.stat().st_size, 1)
-    with path.open("rb") as f:
+    with path.open("rb") as raw, (gzip.open(raw) if path.name.endswith(".gz") else raw) as f:
         for number, line in enumerate(f, start=1):
             if number % 200 == 0:
-                progress("predict", f.tell() / size)
+                progress("predict", raw.tell() / size)
             if not line.strip():
                 continue
             try:
@@ -147,8 +148,9 @@ def predict_file(predictor, source: str | Path, out: str | Path, explain: bool =
         if summary.errors:
             os.replace(tmp_errors, errors_path)
             summary.errors_file = str(errors_path)
-        else:
+        else:  # no stale errors of an earlier run beside this output
             tmp_errors.unlink()
+            errors_path.unlink(missing_ok=True)
     finally:
         if writer is not None:
             writer.close()
@@ -206,5 +208,6 @@ def _predict_isolating(predictor, numbered: list, explain: bool, errors, summary
             results.extend(predictor.predict([record], explain=explain))
         except Exception as e:  # noqa: BLE001 - reported in errors.jsonl, the batch goes on
             summary.errors += 1
-            errors.write(json.dumps({"line": number, "error": f"cannot be predicted: {type(e).__name__}: {e}"}) + "\n")
+            # the exception's type only: its message may quote the record's values
+            errors.write(json.dumps({"line": number, "error": f"cannot be predicted ({type(e).__name__})"}) + "\n")
     return results

@@ -58,12 +58,16 @@ def _text(v) -> str | None:
     return str(v)
 
 
+def naive(t: dt.datetime | None) -> dt.datetime | None:
+    """A time as the transforms compare it: a time with a UTC offset in UTC, a time without one as written
+    (MIMIC's times carry no offset); a record should not mix the two (docs/predict.md)."""
+    if t is None or t.tzinfo is None:
+        return t
+    return t.astimezone(dt.UTC).replace(tzinfo=None)
+
+
 def _time(t: dt.datetime | None) -> str | None:
-    if t is None:
-        return None
-    if t.tzinfo is not None:  # MIMIC times are naive local times: an aware time is read as it is written
-        t = t.replace(tzinfo=None)
-    return t.isoformat(sep=" ")
+    return None if t is None else naive(t).isoformat(sep=" ")
 
 
 def _lab_rows(records: list[PatientRecord], vocab: Vocabulary, warnings: list[list[str]]) -> pa.Table:
@@ -73,8 +77,9 @@ def _lab_rows(records: list[PatientRecord], vocab: Vocabulary, warnings: list[li
     for i, r in enumerate(records):
         unknown: Counter = Counter()
         for lab in r.labs:
-            if isinstance(lab.test, int) or str(lab.test).strip().isdigit():
-                itemid = int(lab.test)
+            if isinstance(lab.test, int) or str(lab.test).strip().isdecimal():
+                itemid = int(lab.test) if isinstance(lab.test, int) or str(lab.test).strip().isascii() \
+                    else UNKNOWN_TEST
             else:
                 itemid = by_label.get(str(lab.test).strip().lower(), UNKNOWN_TEST)
                 if itemid == UNKNOWN_TEST:
@@ -142,10 +147,8 @@ def records_to_cohort(records: list[PatientRecord], vocab: Vocabulary, con=None)
     try:
         admissions = pa.table({
             "row": pa.array(np.arange(n), pa.int64()),
-            "admittime": pa.array([r.admittime and r.admittime.replace(tzinfo=None) for r in records],
-                                  pa.timestamp("us")),
-            "dischtime": pa.array([r.dischtime and r.dischtime.replace(tzinfo=None) for r in records],
-                                  pa.timestamp("us")),
+            "admittime": pa.array([naive(r.admittime) for r in records], pa.timestamp("us")),
+            "dischtime": pa.array([naive(r.dischtime) for r in records], pa.timestamp("us")),
         })
         con.register("admissions_src", admissions)
         win_start, win_end = transform.window_sql(vocab.hours_before_admission, vocab.window_hours)
@@ -158,6 +161,7 @@ def records_to_cohort(records: list[PatientRecord], vocab: Vocabulary, con=None)
               CASE WHEN a.open THEN a.admittime ELSE {win_start} END AS win_start,
               CASE WHEN a.open THEN a.dischtime ELSE {win_end} END AS win_end FROM a""")
         refs = vocab.source == "mimic4"
+        con.execute("DROP TABLE IF EXISTS unit_pairs")  # never one left by an earlier call that failed
         con.register("record_labs", _lab_rows(records, vocab, warnings))
         transform.create_lab_observations(con, "record_labs", refs)
         transform.convert_units(con, refs)

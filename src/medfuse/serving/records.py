@@ -7,9 +7,9 @@ generated from :class:`PatientRecord` (a test keeps the two equal).
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 SCHEMA_FILE = "patient_record.schema.json"
 MAX_ABS_VALUE = 1e15  # the service refuses larger lab numbers: no lab measures that much
@@ -76,6 +76,15 @@ class PatientRecord(BaseModel):
         None, description="Raw discharge-style note text, or several notes of the admission in time order; only "
         "the allowed sections are read (the same section rules as `prepare`).")
     sections: NoteSections | None = Field(None, description="The note as named sections instead of raw text.")
+
+    @model_validator(mode="after")
+    def _discharge_after_admission(self) -> PatientRecord:
+        if self.admittime is not None and self.dischtime is not None:
+            a, d = (t if t.tzinfo is None else t.astimezone(UTC).replace(tzinfo=None)
+                    for t in (self.admittime, self.dischtime))
+            if d < a:
+                raise ValueError("dischtime is before admittime")
+        return self
 
 
 def record_schema() -> dict:
