@@ -165,3 +165,27 @@ def test_worker_count():
     assert worker_count(3, torch.device("cpu")) == 3 and worker_count(1, torch.device("cpu")) == 1
     assert worker_count(0, torch.device("cpu")) >= 1  # one per usable core
     assert worker_count(4, torch.device("cuda")) == 1  # one GPU: one training at a time
+
+
+def test_finetuned_notes_add_the_papers_baseline_and_keep_the_frozen_rows(tmp_path, tiny_bert):
+    """With notes.finetune, compare fine-tunes the note model, runs MEDFuse on its vectors, adds the
+    fine-tuned model's own head as a baseline and keeps MEDFuse on the frozen model's vectors beside it."""
+    from medfuse.data.prepare import prepare_cohort
+    from medfuse.data.synth import generate
+
+    generate(tmp_path / "raw", "mimic4", 200, seed=6)
+    cfg = load_config(overrides={"prepare": {"source": "mimic4"}})
+    prepare_cohort(tmp_path / "raw", tmp_path / "cohort", cfg.prepare)
+    rows = ["Fine-tuned language model (notes)", "MEDFuse", "MEDFuse (frozen note model)"]
+    cfg = load_config(overrides={
+        "labs": {"epochs": 1, "d_model": 32, "encoder_layers": 2},
+        "notes": {"model": str(tiny_bert), "cache": False, "finetune": True, "epochs": 1, "train_batch_size": 16},
+        "train": {"epochs": 2, "device": "cpu"},
+        "compare": {"seeds": [0], "n_resamples": 20, "grid": {}, "models": rows, "workers": 1}})
+    table = compare(tmp_path / "cohort", tmp_path / "cmp", cfg)
+    assert [r["name"] for r in table["models"]] == rows
+    assert json.loads((tmp_path / "cmp" / "notes" / "embed_config.json").read_text())["adapter"]
+    assert json.loads((tmp_path / "cmp" / "notes-frozen" / "embed_config.json").read_text())["adapter"] is None
+    finetuned, medfuse, frozen = (r["summary"]["macro_auprc"]["mean"] for r in table["models"])
+    assert 0 < finetuned < 1 and 0 < medfuse < 1 and 0 < frozen < 1 and medfuse != frozen
+    assert "vs_medfuse" in table["models"][0] and "vs_medfuse" in table["models"][2]

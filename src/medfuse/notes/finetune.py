@@ -245,6 +245,26 @@ def load_head(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return head["weight"], head["bias"], list(meta.get("labels", []))
 
 
+def head_probabilities(run_dir: str | Path, texts: list[str], label_names: list[str], cfg: Any = None) -> np.ndarray:
+    """The fine-tuned model's own predictions ``[N, labels]`` (the paper's "fine-tuned language model"
+    baseline): its linear head on the un-normalised pooled vectors of the adapter; a row without text
+    (``""``) gets the head's bias alone."""
+    from medfuse.notes.pipeline import embedder_from_config
+
+    weight, bias, labels = load_head(run_dir)
+    if labels and labels != list(label_names):
+        raise ValueError(f"{run_dir}: the head predicts {labels}, not {list(label_names)}")
+    from medfuse.config import NotesConfig
+
+    cfg = (cfg or NotesConfig()).model_copy(update={"normalize": False})
+    rows = [i for i, t in enumerate(texts) if t]
+    x = np.zeros((len(texts), weight.shape[1]), np.float32)
+    if rows:
+        embedder = embedder_from_config(cfg, model=None, adapter=run_dir)
+        x[rows] = embedder.embed([texts[i] for i in rows])
+    return (1.0 / (1.0 + np.exp(-(x @ weight.T + bias)))).astype(np.float32)
+
+
 def finetune_notes(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, *, model: str | Path | None = None,
                    progress: ProgressFn | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` (default: ``cfg.model``) on the cohort's training split and save the run to ``out``."""

@@ -49,10 +49,21 @@ class Variant:
     group: str
     train: dict = field(default_factory=dict)
     classical: str = ""
+    frozen_notes: bool = False  # with a fine-tuned note model: this row reads the frozen model's note vectors
 
 
-def variants(mi_weights: list[float]) -> list[Variant]:
-    """Baselines, MEDFuse, its ablations and the lambda sweep (MEDFuse's default lambda is 0.1)."""
+FINETUNED_ROWS = (  # added when the notes are embedded by a fine-tuned model (notes.finetune): the paper's
+    # baseline, and the frozen note model's rows beside the fine-tuned ones
+    Variant("Fine-tuned language model (notes)", "notes only", classical="finetuned_lm"),
+    Variant("Note embedding + MLP (notes, frozen model)", "frozen note model", {"kind": "notes_only"},
+            frozen_notes=True),
+    Variant("MEDFuse (frozen note model)", "frozen note model", {"kind": "medfuse"}, frozen_notes=True),
+)
+
+
+def variants(mi_weights: list[float], finetuned: bool = False) -> list[Variant]:
+    """Baselines, MEDFuse, its ablations and the lambda sweep (MEDFuse's default lambda is 0.1); with
+    ``finetuned`` also :data:`FINETUNED_ROWS`."""
     rows = [
         Variant("LightGBM (labs)", "labs only", classical="lightgbm"),
         Variant("MLTM + MLP (labs)", "labs only", {"kind": "labs_only"}),
@@ -65,6 +76,12 @@ def variants(mi_weights: list[float]) -> list[Variant]:
         Variant("MEDFuse w/o Kronecker term", "ablation", {"kind": "medfuse", "use_kronecker": False}),
         Variant("MEDFuse w/o MLTM pre-training", "ablation", {"kind": "medfuse", "labs_encoder": "scratch"}),
     ]
+    if finetuned:  # the note-only rows after the note-embedding MLP, frozen MEDFuse after MEDFuse
+        notes_only, medfuse = FINETUNED_ROWS[:2], FINETUNED_ROWS[2:]
+        at = [r.name for r in rows].index("MEDFuse") + 1
+        rows[at:at] = medfuse
+        at = next(i for i, r in enumerate(rows) if r.train.get("kind") == "notes_only") + 1
+        rows[at:at] = notes_only
     covered = {0.0, 0.1}
     rows += [Variant(f"MEDFuse lambda={w:g}", "lambda sweep", {"kind": "medfuse", "mi_weight": w})
              for w in mi_weights if w not in covered]
@@ -125,6 +142,8 @@ class JobInputs:
     data: FusionData
     texts: list[str]
     out: Path
+    adapter: Path | None = None  # the fine-tuned note model's run (finetune-notes), when the notes used one
+    frozen_data: FusionData | None = None  # the fusion inputs with the frozen note model's vectors
 
 
 def run_job(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray, float]:
@@ -159,6 +178,13 @@ def _train(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray,
         return lightgbm_labs(inputs.cohort, seed=job.seed), round(time.perf_counter() - t0, 2)
     if v.classical == "tfidf":
         return tfidf_logreg(inputs.cohort, inputs.texts, seed=job.seed), round(time.perf_counter() - t0, 2)
+    if v.classical == "finetuned_lm":
+        from medfuse.notes.finetune import head_probabilities
+
+        prob = head_probabilities(inputs.adapter, inputs.texts, inputs.cohort.label_names, inputs.cfg.notes)
+        return prob, round(time.perf_counter() - t0, 2)
+    if v.frozen_notes:
+        data = inputs.frozen_data
     train = inputs.cfg.train
     tcfg = train.model_validate({**train.model_dump(), **job.settings, **v.train, "seed": job.seed})
     run_dir, device = job.run_dir(inputs.out), resolve_device(tcfg.device)
@@ -248,6 +274,18 @@ def run_jobs(inputs: JobInputs, jobs: list[Job], on_done, workers: int, total: i
         _WORKER.clear()
 
 
+def frozen_note_inputs(cohort: Cohort, labs_run: Path, out: Path, cfg: MedfuseConfig, progress: ProgressFn):
+    """Fusion inputs with the frozen note model (``notes.model``, no adapter), embedded into
+    ``out/notes-frozen`` when absent."""
+    from medfuse.notes.pipeline import EMBEDDINGS_FILE, embed_cohort
+    from medfuse.training.inputs import load_fusion_data
+
+    path = out / "notes-frozen"
+    if not (path / EMBEDDINGS_FILE).exists():
+        embed_cohort(cohort, path, cfg.notes, model=cfg.notes.model, progress=progress)
+    return load_fusion_data(cohort, labs_run, path)
+
+
 def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None) -> dict:
     """Train and evaluate every variant with every seed; write ``compare.json`` and ``compare.md``.
 
@@ -263,11 +301,15 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
 
     progress = progress or no_progress
     out = Path(out)
-    cohort, labs_run, _, data = run_inputs(cohort_path, out, cfg, progress)
+    cohort, labs_run, notes_run, data = run_inputs(cohort_path, out, cfg, progress)
     inputs = JobInputs(cfg, cohort, labs_run, data, build_texts(cohort, cfg.notes.template).texts, out)
+    adapter = json.loads((notes_run / "embed_config.json").read_text()).get("adapter")
+    if adapter:  # the paper's configuration: the frozen note model's rows go beside the fine-tuned ones
+        inputs.adapter, inputs.frozen_data = Path(adapter), frozen_note_inputs(cohort, labs_run, out, cfg, progress)
     val, test = data.rows("val"), data.rows("test")
     seeds = cfg.compare.seeds
-    chosen = [v for v in variants(cfg.compare.mi_weights) if not cfg.compare.models or v.name in cfg.compare.models]
+    chosen = [v for v in variants(cfg.compare.mi_weights, finetuned=bool(adapter))
+              if not cfg.compare.models or v.name in cfg.compare.models]
     grids = {v.name: [] if v.classical or _inherits(v, chosen) else tuning_grid(cfg.compare.grid, v.train["kind"])
              for v in chosen}
     total = sum(len(seeds) + max(len(grids[v.name]) - 1, 0) for v in chosen)
