@@ -41,13 +41,23 @@ class LabResult(BaseModel):
             raise ValueError("an itemid must fit in 64 bits")
         return v
 
-    @field_validator("value", "ref_range_lower", "ref_range_upper")
+    @field_validator("value", "ref_range_lower", "ref_range_upper", mode="wrap")
     @classmethod
-    def _finite_where_strict(cls, v: float | str | None, info: ValidationInfo) -> float | str | None:
-        if isinstance(v, float) and (info.context or {}).get("strict_numbers"):
-            if not math.isfinite(v):  # JSON has no NaN or Infinity; 1e999 parses as inf
+    def _finite_where_strict(cls, v, handler, info: ValidationInfo) -> float | str | None:
+        strict = (info.context or {}).get("strict_numbers")
+        if strict and isinstance(v, bool):
+            raise ValueError("a lab value must be a number or a string, not true or false")
+        v = handler(v)
+        number = v
+        if strict and isinstance(v, str):  # "1e300", ">1e999", "Infinity": the number the transforms would read
+            try:
+                number = float(v.strip().lstrip("<>=~").strip())
+            except ValueError:
+                number = None
+        if strict and isinstance(number, float):
+            if not math.isfinite(number):  # JSON has no NaN or Infinity; 1e999 parses as inf
                 raise ValueError("a lab number must be finite (JSON has no NaN or Infinity)")
-            if abs(v) > MAX_ABS_VALUE:
+            if abs(number) > MAX_ABS_VALUE:
                 raise ValueError(f"a lab number must be within ±{MAX_ABS_VALUE:g}")
         return v
 
