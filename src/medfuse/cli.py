@@ -334,35 +334,15 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
 ) -> None:
     """Write a self-contained model bundle: weights, vocabulary, thresholds, metrics and a model card."""
-    from medfuse.serving.bundle import BundleError, export_bundle
+    from medfuse.reporting import print_model_card
+    from medfuse.serving.bundle import BundleError, export_bundle, read_bundle
+    from medfuse.serving.card import card
 
     try:
         path = export_bundle(run, out, overwrite=overwrite)
     except (BundleError, FileNotFoundError) as e:
         _fail(str(e))
-    _print_card(path)
-
-
-def _print_card(path: Path) -> None:
-    from medfuse.reporting import print_mapping
-    from medfuse.serving.bundle import read_bundle
-    from medfuse.serving.card import card
-
-    c = card(read_bundle(path, verify=False))
-    test = c["metrics"]["test"]["headline"]
-
-    def fmt(e: dict) -> str:
-        return "-" if e.get("value") is None else f"{e['value']:.3f}" + (
-            f" ({e['low']:.3f}-{e['high']:.3f})" if e.get("low") is not None else "")
-
-    sizes = c["training_cohort"]["split_sizes"]
-    print_mapping(f"model {c['model_version']} in {path}", {
-        "model": c["model"]["kind"], "labels": ", ".join(c["labels"]),
-        "text model": f"{c['text_model']['model']} ({c['text_model']['unit']}, {c['text_model']['pooling']} pooling)",
-        "training cohort": f"{c['training_cohort']['source']}: " + ", ".join(
-            f"{s} {sizes[s]['admissions']:,}" for s in ("train", "val", "test")),
-        **{f"test {m}": fmt(e) for m, e in test.items()},
-        "prediction window": c["prediction_window"], "created": c["created"]})
+    print_model_card(card(read_bundle(path, verify=False)), path)
 
 
 @app.command()
@@ -371,17 +351,20 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole model card as JSON.")] = False,
 ) -> None:
     """Print a model bundle's card: labels, training data, metrics with intervals, settings."""
-    from medfuse.serving.bundle import BundleError
-    from medfuse.serving.predict import bundle_summary
+    import json
+
+    from medfuse.reporting import print_model_card
+    from medfuse.serving.bundle import BundleError, read_bundle
+    from medfuse.serving.card import card
 
     try:
-        text = bundle_summary(model)
+        model_card = card(read_bundle(model))
     except BundleError as e:
         _fail(str(e))
     if as_json:
-        typer.echo(text)
+        typer.echo(json.dumps(model_card, indent=2, default=str))
     else:
-        _print_card(model)
+        print_model_card(model_card, model)
 
 
 @app.command()

@@ -94,3 +94,18 @@ def print_predictions(results: list[dict], explained: int = 1) -> None:
                               highlight=False)
             for line in e.get("note_lines", [])[:3]:
                 console.print(f"  note {line['score']:+.3f}  [{line['field']}] {line['text'].strip()[:90]}", highlight=False)
+
+
+def print_model_card(card: dict, path: Path) -> None:
+    """The terminal summary of a model bundle's card (``medfuse export`` / ``medfuse info``)."""
+    from medfuse.serving.card import interval_text
+
+    sizes = card["training_cohort"]["split_sizes"]
+    tm = card["text_model"]
+    print_mapping(f"model {card['model_version']} in {path}", {
+        "model": card["model"]["kind"], "labels": ", ".join(card["labels"]),
+        "text model": f"{tm['model']} ({tm['unit']}, {tm['pooling']} pooling)",
+        "training cohort": f"{card['training_cohort']['source']}: " + ", ".join(
+            f"{s} {sizes[s]['admissions']:,}" for s in ("train", "val", "test")),
+        **{f"test {m}": interval_text(e) for m, e in card["metrics"]["test"]["headline"].items()},
+        "prediction window": card["prediction_window"], "created": card["created"]})

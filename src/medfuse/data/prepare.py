@@ -29,7 +29,7 @@ from medfuse.config import PrepareConfig, config_hash
 from medfuse.data import transform
 from medfuse.data.diseases import ICD_CODE_REGEX, Disease, load_diseases
 from medfuse.data.prepare_notes import section_notes
-from medfuse.data.raw import SPECS, InputError, RawFile, locate
+from medfuse.data.raw import SPECS, InputError, RawFile, csv_relation, locate
 from medfuse.data.sections import ALLOWED_SECTIONS
 from medfuse.data.splits import SPLIT_NAMES, stratified_split
 from medfuse.progress import ProgressFn, no_progress
@@ -147,23 +147,9 @@ class _Pipeline:
         return dict(self.con.execute(query).fetchall())
 
     def read_csv(self, name: str) -> str:
-        """A subquery over raw table ``name`` with its needed columns, as text, under our column names.
-
-        Rows the CSV parser rejects (invalid UTF-8, wrong field count) land in ``rej_<name>``.
-        """
-        f = self.files[name]
-        names = "[" + ", ".join(f"'{h}'" for h in f.header) + "]"
-        path = str(f.path).replace("'", "''")
-        spec = SPECS[self.cfg.source][name]
-        columns = ", ".join(f'"{raw}" AS {ours}' if raw in f.header else f"NULL::VARCHAR AS {ours}"
-                            for ours, raw in spec.columns.items())  # only an optional column may be absent
-        # A larger line limit only where needed: it slows the LABEVENTS scan by a quarter.
-        long_rows = ", max_line_size=16777216" if spec.long_rows else ""
-        return (
-            f"(SELECT {columns} FROM read_csv('{path}', header=true, names={names}, all_varchar=true, delim=',', "
-            f"quote='\"', escape='\"', store_rejects=true, rejects_table='rej_{name}', "
-            f"rejects_scan='rejscan_{name}', buffer_size=33554432{long_rows}))"
-        )
+        """A subquery over raw table ``name`` (:func:`~medfuse.data.raw.csv_relation`); parser rejects land
+        in ``rej_<name>``."""
+        return csv_relation(self.files[name], SPECS[self.cfg.source][name], name)
 
     def start_account(self, name: str, table: str) -> RowAccount:
         """Account for ``table`` (loaded from raw table ``name``): rows loaded plus rows the parser rejected."""

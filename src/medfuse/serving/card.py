@@ -40,7 +40,8 @@ def card(bundle: dict) -> dict:
     }
 
 
-def _interval(e: dict | None) -> str:
+def interval_text(e: dict | None) -> str:
+    """``0.786 (0.761–0.812)``, the value alone without an interval, ``-`` without a value."""
     if not e or e.get("value") is None:
         return "-"
     if e.get("low") is None:
@@ -87,7 +88,7 @@ def model_card(bundle: dict) -> str:
         "",
         "| metric | validation | test |",
         "|---|---:|---:|",
-        *[f"| {m} | {_interval(val['headline'].get(m))} | {_interval(test['headline'].get(m))} |"
+        *[f"| {m} | {interval_text(val['headline'].get(m))} | {interval_text(test['headline'].get(m))} |"
           for m in test["headline"]],
         "",
         "| label | definition (ICD-9 / ICD-10 prefixes) | threshold | test AUPRC | test AUROC | test F1 | support |",
@@ -96,14 +97,14 @@ def model_card(bundle: dict) -> str:
     for name in c["labels"]:
         d, m = c["label_definitions"][name], test["per_label"].get(name, {})
         icd = "; ".join(filter(None, (", ".join(d["icd9"]), ", ".join(d["icd10"]))))
-        lines.append(f"| {d['title']} | {icd} | {c['thresholds'][name]:.3f} | {_interval(m.get('auprc'))} | "
-                     f"{_interval(m.get('auroc'))} | {_interval(m.get('f1'))} | {m.get('support', '-')} |")
+        lines.append(f"| {d['title']} | {icd} | {c['thresholds'][name]:.3f} | {interval_text(m.get('auprc'))} | "
+                     f"{interval_text(m.get('auroc'))} | {interval_text(m.get('f1'))} | {m.get('support', '-')} |")
     lines += ["", "## Subgroups (test)", "", "| subgroup | n | macro-AUPRC | macro-F1 |", "|---|---:|---:|---:|"]
     for name, g in test["subgroups"].items():
         if g.get("too_small"):
             lines.append(f"| {name} | {g['n']} | too small: {g['too_small']} | |")
         else:
-            lines.append(f"| {name} | {g['n']} | {_interval(g['macro_auprc'])} | {_interval(g['macro_f1'])} |")
+            lines.append(f"| {name} | {g['n']} | {interval_text(g['macro_auprc'])} | {interval_text(g['macro_f1'])} |")
     lines += ["", "## Limitations", "", c["limitations"], "",
               "## How to use", "", "```", "medfuse info MODEL", ("medfuse predict MODEL --input patients.jsonl "
               "--out predictions.parquet --explain"), "medfuse serve MODEL", "```", ""]

@@ -13,19 +13,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from medfuse.data import transform
-from medfuse.data.raw import SPECS, locate
+from medfuse.data.raw import SPECS, csv_relation, locate
 
 
 def _read(root: Path, source: str, name: str) -> str | None:
+    """A subquery over raw table ``name``, or None when the optional table is absent or empty."""
     f = locate(root, source, name)
-    if f is None or not f.has_rows:
-        return None
-    spec = SPECS[source][name]
-    cols = ", ".join(f'"{raw}" AS {ours}' if raw in f.header else f"NULL::VARCHAR AS {ours}"
-                     for ours, raw in spec.columns.items())
-    path = str(f.path).replace("'", "''")
-    return (f"(SELECT {cols} FROM read_csv('{path}', header=true, all_varchar=true, quote='\"', escape='\"'"
-            f"{', max_line_size=16777216' if spec.long_rows else ''}))")
+    return csv_relation(f, SPECS[source][name], name) if f is not None and f.has_rows else None
 
 
 def records_from_raw(raw: str | Path, source: str, hadm_ids: list[int] | None = None,

@@ -10,7 +10,6 @@ predicts. ``evaluate`` on a cohort and this path agree to 1e-5 (tests/serving).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,8 +174,3 @@ class Predictor:
                 result["explanations"] = explanations[i]
             out.append(result)
         return out
-
-
-def bundle_summary(path: str | Path) -> str:
-    """A short JSON text of a bundle's card (``medfuse info --json``)."""
-    return json.dumps(card(read_bundle(path)), indent=2, default=str)
