@@ -59,8 +59,8 @@ class Predictor:
         self.embedder.keep_in_memory(memory_cache)
         self.thresholds = np.array([bundle["thresholds"][n] for n in self.label_names], dtype=np.float64)
         train = bundle["train"]
-        self._empty = self.prepare([PatientRecord(id="_")])  # shapes for building the network
-        self.net = load_net(path / "fusion", self._empty.data,
+        empty = self.prepare([PatientRecord(id="_")])  # the input shapes the network is built for
+        self.net = load_net(path / "fusion", empty.data,
                             lab_encoder(train["labs_encoder"], path / "labs", int(train["seed"] or 0)))
         self.net.eval()
         import torch
