@@ -16,9 +16,13 @@ Checks (``--only NAME``, repeatable; the other checks keep their last result in 
   frozen MLTM tokens against the raw last / min / max values;
 * ``mask_ratio``: MEDFuse and the token probe with an MLTM pre-trained at mask ratio 0.75 (default) vs 0.3;
 * ``note_probe``: probes on each note vector (whole text, per field, lines max / clusters / both, TF-IDF)
-  and MEDFuse on the default vector vs its line-cluster bags alone.
+  and MEDFuse on the default vector vs its line-cluster bags alone;
+* ``parts``: MEDFuse against each of its parts removed (MLTM pre-training, the Kronecker term, the MI loss,
+  cross-attention), with knock-outs and read-outs of every trained model (``design_parts.inspect_medfuse``);
+* ``mltm``: candidates to make MLTM pre-training help (longer pre-training, the encoder fine-tuned end to
+  end), the MLTM runs' validation reconstruction and token probes, and what the pre-training set holds.
 
-    .venv/bin/python benchmarks/design_checks.py                 # all checks (about 40 min on 2 busy cores)
+    .venv/bin/python benchmarks/design_checks.py                 # all checks (about 75 min on 2 busy cores)
     .venv/bin/python benchmarks/design_checks.py --only skip     # one check
     .venv/bin/python benchmarks/design_checks.py --render-only   # the .md again, from the .json
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -52,25 +57,44 @@ RESULTS = ROOT / "benchmarks" / "results"
 SEEDS = (0, 1, 2)
 ALT_MASK_RATIO = 0.3
 LOGREG_CS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)  # rows of unit mean squared norm
-CHECKS = ("skip", "floor", "lab_values", "mask_ratio", "note_probe")
-# fusion variants: (MLTM mask ratio, None = the [labs] default; note vectors, "lines" = the shipped default and
+LONG_MLTM = {"epochs": 100}  # the library default budget (early stopping, patience 10) against the demo's 30
+# benchmarks/bench_mltm.py's budget (benchmarks/configs/mltm.toml); its run on this cohort is reused when it is
+# copied to runs/design/labs-mask0.75-epochs600-patience60 (else it is trained here: about 30 min)
+LONGEST_MLTM = {"epochs": 600, "patience": 60}
+CHECKS = ("skip", "floor", "lab_values", "mask_ratio", "note_probe", "parts", "mltm")
+# fusion variants: ([labs] overrides of the demo's MLTM, {} = none; note vectors, "lines" = the shipped default and
 # "bag" = its bag-of-line-clusters blocks only; [train] overrides of the demo settings)
 VARIANTS = {
-    "default": (None, "lines", {}),
-    "no skip connections": (None, "lines", {"skip_connections": False}),
-    "no MI floor": (None, "lines", {"mi_floor": False}),
-    "lambda 0": (None, "lines", {"mi_weight": 0.0}),
-    "no lab value channels": (None, "lines", {"lab_values": False}),
-    f"MLTM mask {ALT_MASK_RATIO:g}": (ALT_MASK_RATIO, "lines", {}),
-    "note vector: line-cluster bags only": (None, "bag", {}),
+    "default": ({}, "lines", {}),
+    "no skip connections": ({}, "lines", {"skip_connections": False}),
+    "no MI floor": ({}, "lines", {"mi_floor": False}),
+    "w/o MI loss (lambda 0)": ({}, "lines", {"mi_weight": 0.0}),
+    "no lab value channels": ({}, "lines", {"lab_values": False}),
+    f"MLTM mask {ALT_MASK_RATIO:g}": ({"mask_ratio": ALT_MASK_RATIO}, "lines", {}),
+    "note vector: line-cluster bags only": ({}, "bag", {}),
+    "w/o MLTM pre-training": ({}, "lines", {"labs_encoder": "scratch"}),
+    "w/o Kronecker term": ({}, "lines", {"use_kronecker": False}),
+    "w/o cross-attention": ({}, "lines", {"use_cross_attention": False}),
+    f"MLTM pre-trained {LONG_MLTM['epochs']} epochs": (LONG_MLTM, "lines", {}),
+    f"MLTM pre-trained {LONGEST_MLTM['epochs']} epochs": (LONGEST_MLTM, "lines", {}),
+    "MLTM fine-tuned end to end": ({}, "lines", {"labs_encoder": "finetune"}),
 }
 CHECK_VARIANTS = {
     "skip": ["default", "no skip connections"],
-    "floor": ["default", "no MI floor", "lambda 0"],
+    "floor": ["default", "no MI floor", "w/o MI loss (lambda 0)"],
     "lab_values": ["default", "no lab value channels"],
     "mask_ratio": ["default", f"MLTM mask {ALT_MASK_RATIO:g}"],
     "note_probe": ["default", "note vector: line-cluster bags only"],
+    "parts": ["default", "w/o MLTM pre-training", "w/o Kronecker term", "w/o MI loss (lambda 0)",
+              "w/o cross-attention"],
+    "mltm": ["default", f"MLTM pre-trained {LONG_MLTM['epochs']} epochs",
+             f"MLTM pre-trained {LONGEST_MLTM['epochs']} epochs", "MLTM fine-tuned end to end", "w/o MLTM pre-training"],
 }
+
+
+def slug(name: str) -> str:
+    """A variant's folder name: ``"w/o MI loss (lambda 0)"`` -> ``"w-o-MI-loss-lambda-0"``."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
 
 
 def log(msg: str) -> None:
@@ -101,12 +125,20 @@ def dev_cohort(cfg: MedfuseConfig) -> Path:
     return out
 
 
-def labs_run(cohort: Path, cfg: MedfuseConfig, mask_ratio: float | None) -> Path:
-    """An MLTM run with the demo's [labs] settings (and ``mask_ratio`` when given); trained once."""
+def labs_dir(cfg: MedfuseConfig, overrides: dict) -> Path:
+    """The folder of the MLTM run with the demo's [labs] settings and ``overrides``: ``labs-mask0.75``,
+    ``labs-mask0.75-epochs100``..."""
+    labs = cfg.labs.model_copy(update=overrides)
+    extra = "".join(f"-{k}{v:g}" for k, v in sorted(overrides.items()) if k != "mask_ratio")
+    return WORK / f"labs-mask{labs.mask_ratio:g}{extra}"
+
+
+def labs_run(cohort: Path, cfg: MedfuseConfig, overrides: dict) -> Path:
+    """An MLTM run with the demo's [labs] settings and ``overrides``; trained once."""
     from medfuse.labs import pretrain
 
-    labs = cfg.labs if mask_ratio is None else cfg.labs.model_copy(update={"mask_ratio": mask_ratio})
-    run = WORK / f"labs-mask{labs.mask_ratio:g}"
+    labs = cfg.labs.model_copy(update=overrides)
+    run = labs_dir(cfg, overrides)
     done = run / "config.json"
     if not (done.is_file() and json.loads(done.read_text())["train"] == labs.model_dump(mode="json")):
         log(f"pretrain-labs, mask ratio {labs.mask_ratio:g}, {labs.epochs} epochs")
@@ -140,21 +172,24 @@ def bag_notes_run(cohort: Path, cfg: MedfuseConfig) -> Path:
 
 
 class Inputs:
-    """The cohort, its runs and the FusionData per (MLTM mask ratio, note vectors), built on first use."""
+    """The cohort, its runs and the FusionData per ([labs] overrides, note vectors), built on first use."""
 
     def __init__(self, cfg: MedfuseConfig):
         self.cfg = cfg
         self.cohort = dev_cohort(cfg)
         self._data: dict = {}
 
-    def data(self, mask_ratio: float | None, notes: str = "lines"):
+    def labs(self, overrides: dict | None = None) -> Path:
+        return labs_run(self.cohort, self.cfg, overrides or {})
+
+    def data(self, labs: dict | None = None, notes: str = "lines"):
         from medfuse.training.inputs import load_fusion_data
 
-        if (mask_ratio, notes) not in self._data:
-            labs = labs_run(self.cohort, self.cfg, mask_ratio)
+        key = (tuple(sorted((labs or {}).items())), notes)
+        if key not in self._data:
             note_run = notes_run(self.cohort, self.cfg) if notes == "lines" else bag_notes_run(self.cohort, self.cfg)
-            self._data[mask_ratio, notes] = load_fusion_data(self.cohort, labs, note_run)
-        return self._data[mask_ratio, notes]
+            self._data[key] = load_fusion_data(self.cohort, self.labs(labs), note_run)
+        return self._data[key]
 
 
 # --- validation scores --------------------------------------------------------------------------
@@ -176,30 +211,36 @@ def mean_sd(runs: list[dict], key: str) -> dict:
 
 # --- fusion runs --------------------------------------------------------------------------------
 def fusion_run(inputs: Inputs, name: str, seed: int) -> dict:
-    """Train one MEDFuse variant with one seed (or reuse the finished run); its validation scores."""
+    """Train one MEDFuse variant with one seed (or reuse the finished run); its validation scores and the
+    read-outs of ``design_parts.inspect_medfuse``."""
+    from design_parts import inspect_medfuse
+
     from medfuse.torch_utils import resolve_device
+    from medfuse.training.inputs import lab_encoder
     from medfuse.training.trainer import fit, load_net, predict
 
-    mask_ratio, notes, overrides = VARIANTS[name]
+    labs, notes, overrides = VARIANTS[name]
     cfg = inputs.cfg
     tcfg = cfg.train.model_validate({**cfg.train.model_dump(), **overrides, "seed": seed})
-    key = {"train": tcfg.model_dump(mode="json"), "mask_ratio": mask_ratio or cfg.labs.mask_ratio,
-           "labs_epochs": cfg.labs.epochs, "notes": notes, "evaluate": cfg.evaluate.model_dump(mode="json")}
-    run = WORK / "fusion" / name.replace(" ", "-") / f"seed{seed}"
+    key = {"train": tcfg.model_dump(mode="json"), "labs": cfg.labs.model_copy(update=labs).model_dump(mode="json"),
+           "notes": notes, "evaluate": cfg.evaluate.model_dump(mode="json")}
+    run = WORK / "fusion" / slug(name) / f"seed{seed}"
     done = run / "val_scores.json"
     if done.is_file() and (cached := json.loads(done.read_text()))["key"] == key:
         return cached["result"]
-    data = inputs.data(mask_ratio, notes)
+    data = inputs.data(labs, notes)
     log(f"fusion: {name}, seed {seed}")
-    summary = fit(data, run, tcfg)
+    summary = fit(data, run, tcfg, lab_encoder(tcfg.labs_encoder, inputs.labs(labs), seed))
     device = resolve_device(tcfg.device)
     val = data.rows("val")
-    prob = predict(load_net(run, data).to(device), data, val, device)
+    net = load_net(run, data, lab_encoder(tcfg.labs_encoder, inputs.labs(labs), seed)).to(device)
+    prob = predict(net, data, val, device)
     history = json.loads((run / "history.json").read_text())
     result = {"seed": seed, **val_scores(data.y[val], prob, data.subject_ids[val], cfg.evaluate),
               "best_epoch": summary["best_epoch"], "epochs": summary["epochs"],
               "seconds": round(summary["seconds"], 1),
-              "train_mi_min": min(h["train_mi"] for h in history), "train_mi_last": history[-1]["train_mi"]}
+              "train_mi_min": min(h["train_mi"] for h in history), "train_mi_last": history[-1]["train_mi"],
+              "inspect": inspect_medfuse(net, data, val, device, seed)}
     done.write_text(json.dumps({"key": key, "result": result}, indent=2))
     log(f"  val macro-AUPRC {result['macro_auprc']:.4f}, macro-F1 {result['macro_f1']:.4f}, "
         f"{result['epochs']} epochs, {result['seconds']:.0f} s")
@@ -210,8 +251,9 @@ def fusion_variants(inputs: Inputs, names: list[str]) -> dict:
     out = {}
     for name in names:
         runs = [fusion_run(inputs, name, s) for s in SEEDS]
-        mask_ratio, notes, overrides = VARIANTS[name]
-        out[name] = {"overrides": overrides, "mask_ratio": mask_ratio or inputs.cfg.labs.mask_ratio, "notes": notes,
+        labs, notes, overrides = VARIANTS[name]
+        out[name] = {"overrides": overrides, "labs_overrides": labs,
+                     "mask_ratio": labs.get("mask_ratio", inputs.cfg.labs.mask_ratio), "notes": notes,
                      "macro_auprc": mean_sd(runs, "macro_auprc"), "macro_f1": mean_sd(runs, "macro_f1"),
                      "train_mi_min": mean_sd(runs, "train_mi_min"), "train_mi_last": mean_sd(runs, "train_mi_last"),
                      "runs": runs}
@@ -237,7 +279,7 @@ def probe(name: str, x, inputs: Inputs) -> dict:
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import GroupKFold
 
-    data = inputs.data(None)
+    data = inputs.data()
     key = {"shape": list(x.shape), "checksum": round(float(abs(x).sum()), 2), "Cs": list(LOGREG_CS),
            "evaluate": inputs.cfg.evaluate.model_dump(mode="json")}
     path = WORK / "probes" / (name.replace(" ", "-").replace("/", "-") + ".json")
@@ -265,18 +307,25 @@ def probe(name: str, x, inputs: Inputs) -> dict:
     return result
 
 
-def lab_probes(inputs: Inputs, mask_ratios: list[float | None], with_values: bool) -> dict:
-    """Probes on the flattened frozen MLTM tokens (per mask ratio) and, ``with_values``, on the raw
-    last/min/max values and on the tokens with the five value channels (what ``lab_values = true`` gives
-    the fusion model)."""
-    data = inputs.data(None)
+def mltm_label(cfg: MedfuseConfig, overrides: dict) -> str:
+    """``"mask 0.75"``, ``"mask 0.75, epochs 100"``: an MLTM run's settings that differ from the demo's."""
+    labs = cfg.labs.model_copy(update=overrides)
+    return ", ".join([f"mask {labs.mask_ratio:g}"] + [f"{k} {v:g}" for k, v in sorted(overrides.items())
+                                                      if k != "mask_ratio"])
+
+
+def lab_probes(inputs: Inputs, mltm_runs: list[dict], with_values: bool) -> dict:
+    """Probes on the flattened frozen MLTM tokens (per MLTM run: its [labs] overrides) and, ``with_values``, on
+    the raw last/min/max values and on the tokens with the five value channels (what ``lab_values = true``
+    gives the fusion model)."""
+    data = inputs.data()
     train = data.split == "train"
     n = len(data.y)
     out = {}
-    for r in mask_ratios:
-        tokens = inputs.data(r).lab_tokens.reshape(n, -1)
-        out[f"MLTM tokens, flattened (mask {r or inputs.cfg.labs.mask_ratio:g})"] = probe(
-            f"lab tokens mask {r or inputs.cfg.labs.mask_ratio:g}", standardize(tokens, train), inputs)
+    for overrides in mltm_runs:
+        tokens = inputs.data(overrides).lab_tokens.reshape(n, -1)
+        label = mltm_label(inputs.cfg, overrides)
+        out[f"MLTM tokens, flattened ({label})"] = probe(f"lab tokens {label}", standardize(tokens, train), inputs)
     if with_values:
         raw = data.lab_values[..., [0, 2, 3]].reshape(n, -1)
         out["raw last / min / max"] = probe("lab raw last-min-max", standardize(raw, train), inputs)
@@ -310,7 +359,7 @@ def note_probes(inputs: Inputs) -> dict:
     from medfuse.notes.text import build_texts, template_fields
     from medfuse.notes.tfidf import TfidfNotes
 
-    cfg, data = inputs.cfg, inputs.data(None)
+    cfg, data = inputs.cfg, inputs.data()
     train = data.split == "train"
     _, lines, missing = load_note_embeddings(notes_run(inputs.cohort, cfg, "lines"))
     _, whole, _ = load_note_embeddings(notes_run(inputs.cohort, cfg, "text"))
@@ -334,17 +383,61 @@ def note_probes(inputs: Inputs) -> dict:
     return out
 
 
+def mltm_runs(inputs: Inputs, runs: list[dict]) -> dict:
+    """Per MLTM run: its pre-training record and its reconstruction of 20% hidden validation values
+    (``labs.evaluate.reconstruction_table``: NRMSE of MLTM against the training mean)."""
+    from medfuse.labs.evaluate import reconstruction_table
+
+    out = {}
+    for overrides in runs:
+        path = inputs.labs(overrides)
+        h = json.loads((path / "history.json").read_text())
+        rec = reconstruction_table(inputs.cohort, path, split="val")
+        out[mltm_label(inputs.cfg, overrides)] = {
+            **{k: h["summary"][k] for k in ("epochs_run", "best_epoch", "stopped_early", "train_seconds",
+                                             "train_admissions")},
+            "initial_val_loss": h["initial_val_loss"], "best_val_loss": h["summary"]["best_val_loss"],
+            "val_nrmse": rec["overall"], "val_hidden_values": rec["hidden_values"]}
+    return out
+
+
+def pretraining_set(inputs: Inputs) -> dict:
+    """What ``pretrain-labs`` trains on (every training-split admission with a lab value, labelled or not, with
+    a note or not) against what the cohort holds, and the raw lab rows that ``prepare`` ties to no admission."""
+    import pyarrow.compute as pc
+
+    from medfuse.data import Cohort
+
+    cohort = Cohort(inputs.cohort)
+    adm = cohort.table("admissions")
+    train = cohort.split == "train"
+    has_labs = adm.column("has_labs").to_numpy(zero_copy_only=False)
+    has_notes = adm.column("has_notes").to_numpy(zero_copy_only=False)
+    labels = cohort.labels()
+    lab_rows = cohort.manifest["tables"]["labevents"]
+    return {"train_admissions": int(train.sum()), "train_with_labs": int((train & has_labs).sum()),
+            "train_with_labs_without_note": int((train & has_labs & ~has_notes).sum()),
+            "train_without_any_label": int((train & (labels.sum(1) == 0)).sum()),
+            "all_admissions_with_labs": int(pc.sum(adm.column("has_labs")).as_py()),
+            "raw_lab_rows_read": lab_rows["read"], "raw_lab_rows_used": lab_rows["used"],
+            "raw_lab_rows_outside_any_admission": lab_rows["dropped"].get("outside_any_admission", 0)}
+
+
 # --- checks and report --------------------------------------------------------------------------
 def run_check(name: str, inputs: Inputs) -> dict:
     out: dict = {}
     if name in CHECK_VARIANTS:
         out["fusion"] = fusion_variants(inputs, CHECK_VARIANTS[name])
     if name == "lab_values":
-        out["probes"] = lab_probes(inputs, [None], with_values=True)
+        out["probes"] = lab_probes(inputs, [{}], with_values=True)
     elif name == "mask_ratio":
-        out["probes"] = lab_probes(inputs, [None, ALT_MASK_RATIO], with_values=False)
+        out["probes"] = lab_probes(inputs, [{}, {"mask_ratio": ALT_MASK_RATIO}], with_values=False)
     elif name == "note_probe":
         out["probes"] = note_probes(inputs)
+    elif name == "mltm":
+        out["mltm_runs"] = mltm_runs(inputs, [{}, LONG_MLTM, LONGEST_MLTM])
+        out["pretraining_set"] = pretraining_set(inputs)
+        out["probes"] = lab_probes(inputs, [{}, LONG_MLTM, LONGEST_MLTM], with_values=True)
     return out
 
 
@@ -356,6 +449,14 @@ QUESTIONS = {
     "mask_ratio": f"MLTM mask ratio for the embedder: the default (0.75) or {ALT_MASK_RATIO:g} (the imputer setting)?",
     "note_probe": "Note vector: which unit carries the most, for a linear probe and for MEDFuse (the default "
                   "vector against its line-cluster bags alone)?",
+    "parts": "Does each MEDFuse part earn its place? MEDFuse against MEDFuse without MLTM pre-training "
+             "(`labs_encoder = \"scratch\"`), without the Kronecker term, without the MI loss (lambda 0) and without "
+             "cross-attention; then knock-outs and read-outs of every trained model on validation "
+             "(benchmarks/design_parts.py).",
+    "mltm": f"Can MLTM pre-training be made to help? Longer pre-training ({LONG_MLTM['epochs']} epochs with early "
+            f"stopping, patience 10, and {LONGEST_MLTM['epochs']} epochs, patience {LONGEST_MLTM['patience']}, the "
+            "budget of benchmarks/bench_mltm.py, against the demo's 30), the pre-trained encoder fine-tuned end to end "
+            "(`labs_encoder = \"finetune\"`), and no pre-training as the reference.",
 }
 
 
@@ -400,6 +501,26 @@ def markdown(results: dict) -> str:
                 mi = f"{v['train_mi_min']['mean']:.2f} / {v['train_mi_last']['mean']:.2f}"
                 lines.append(f"| {vname} | {auprc} | {_cell(v['macro_f1'])} | {mi} | {epochs} |")
             lines.append("")
+        if "fusion" in check and name in ("parts", "mltm"):
+            from design_parts import inspect_tables
+
+            lines += inspect_tables(check["fusion"])
+        if "mltm_runs" in check:
+            lines += [("| MLTM run | epochs run (best) | val masked MSE: initial / best | val NRMSE, 20% hidden: "
+                       "MLTM / training mean | train admissions | train seconds |"), "|---|---|---:|---:|---:|---:|"]
+            for label, r in check["mltm_runs"].items():
+                lines.append(f"| {label} | {r['epochs_run']} ({r['best_epoch']}) | {r['initial_val_loss']:.3f} / "
+                             f"{r['best_val_loss']:.3f} | {r['val_nrmse']['MLTM']:.3f} / "
+                             f"{r['val_nrmse']['training mean']:.3f} | {r['train_admissions']:,} | "
+                             f"{r['train_seconds']:.0f} |")
+            s = check["pretraining_set"]
+            lines += ["", (f"What pre-training sees: {s['train_with_labs']:,} of the {s['train_admissions']:,} "
+                           f"training admissions have a lab value and all of them are pre-trained on, "
+                           f"{s['train_with_labs_without_note']:,} of them without a note and "
+                           f"{s['train_without_any_label']:,} with none of the ten diseases; no cohort admission "
+                           f"lacks labels (prepare drops admissions without a diagnosis row). Of "
+                           f"{s['raw_lab_rows_read']:,} raw lab rows, {s['raw_lab_rows_outside_any_admission']:,} "
+                           "belong to no admission (outpatient) and are not in the cohort."), ""]
         if "probes" in check:
             lines += ["| probe input | width | val macro-AUPRC | val macro-F1 |", "|---|---:|---:|---:|"]
             best = max(p["macro_auprc"] for p in check["probes"].values())
@@ -411,7 +532,7 @@ def markdown(results: dict) -> str:
     fusion = {(name, r["seed"]): r["seconds"] for c in results["checks"].values()
               for name, v in c.get("fusion", {}).items() for r in v["runs"]}
     probes = {name: p["seconds"] for c in results["checks"].values() for name, p in c.get("probes", {}).items()}
-    mltm = ", ".join(f"mask {r}: {sec:.0f} s" for r, sec in meta["mltm_train_seconds"].items())
+    mltm = ", ".join(f"{r}: {sec:.0f} s" for r, sec in meta["mltm_train_seconds"].items())
     lines += ["", (f"Compute as recorded when each piece was made (2 shared cores): {len(fusion)} fusion runs "
                    f"{sum(fusion.values()) / 60:.1f} min, {len(probes)} probes {sum(probes.values()) / 60:.1f} min, "
                    f"MLTM pre-training ({mltm}); embedding and data loading not counted."),
@@ -424,6 +545,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", action="append", choices=CHECKS, help="run only this check (repeatable)")
     ap.add_argument("--out", type=Path, default=RESULTS / "design_checks.json")
     ap.add_argument("--render-only", action="store_true", help="rewrite the .md from the existing --out JSON")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the cores are shared)")
     args = ap.parse_args(argv)
     if args.render_only:
         args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text())))
@@ -433,18 +555,20 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    torch.set_num_threads(args.threads)
     inputs = Inputs(dev_config())
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"checks": {}}
     for name in args.only or CHECKS:
         log(f"== {name}")
         results["checks"][name] = run_check(name, inputs)
-    data = inputs.data(None)
+    data = inputs.data()
     results["meta"] = {
         "cohort": "synthetic seed 0, mimic3 layout, default prepare", "admissions": len(data.y),
         "train_admissions": len(data.rows("train")), "val_admissions": len(data.rows("val")),
-        "mltm_train_seconds": {f"{r:g}": json.loads((WORK / f"labs-mask{r:g}" / "history.json").read_text())
-                               ["summary"]["train_seconds"] for r in (inputs.cfg.labs.mask_ratio, ALT_MASK_RATIO)
-                               if (WORK / f"labs-mask{r:g}" / "history.json").is_file()},
+        "mltm_train_seconds": {mltm_label(inputs.cfg, o): json.loads((labs_dir(inputs.cfg, o) / "history.json")
+                                                                     .read_text())["summary"]["train_seconds"]
+                               for o in ({}, {"mask_ratio": ALT_MASK_RATIO}, LONG_MLTM, LONGEST_MLTM)
+                               if (labs_dir(inputs.cfg, o) / "history.json").is_file()},
         "seeds": list(SEEDS), "threshold_rule": inputs.cfg.evaluate.threshold_rule, "labs": inputs.cfg.labs.model_dump(mode="json"),
         "train": inputs.cfg.train.model_dump(mode="json"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "

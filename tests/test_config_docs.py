@@ -64,8 +64,8 @@ def test_every_config_key_has_a_row_in_docs_configuration():
 
 def test_the_walk_covers_sections_fields_and_the_grid():
     keys = config_keys()
-    assert set(keys) == {"synth", "prepare", "labs", "notes", "train", "evaluate", "compare", "compare.grid",
-                         "serve"}
+    assert set(keys) == {"synth", "prepare", "prepare.meds", "labs", "notes", "train", "evaluate", "compare",
+                         "compare.grid", "serve"}
     assert {"grid", "seeds"} <= keys["compare"] and keys["compare.grid"] == {"dropout", "modality_dropout"}
     assert len(keys["notes"]) == len(load_config().notes.model_dump())
 

@@ -45,20 +45,26 @@ def _config(path: Path | None, **overrides):
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Argument(help="Folder to write the raw MIMIC-style files into.")],
-    format: Annotated[str | None, typer.Option("--format", "-f", help="mimic3 or mimic4 file layout.")] = None,
+    out: Annotated[Path, typer.Argument(help="Folder to write the raw MIMIC-style files (or the MEDS dataset) into.")],
+    format: Annotated[str | None, typer.Option(
+        "--format", "-f", help="mimic3 or mimic4 file layout, or meds (the mimic4 hospital as a MEDS dataset).")] = None,
     admissions: Annotated[int | None, typer.Option("--admissions", "-n", help="Number of admissions.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Write a synthetic hospital in the exact file layout of MIMIC-III or MIMIC-IV."""
+    """Write a synthetic hospital in the exact file layout of MIMIC-III or MIMIC-IV, or as a MEDS dataset."""
+    from medfuse.data.meds_write import generate_meds
+    from medfuse.data.raw import InputError
     from medfuse.data.synth import generate
     from medfuse.progress import stage_progress
 
     cfg = _config(config, synth={"format": format, "admissions": admissions, "seed": seed}).synth
-    with stage_progress() as progress:
-        summary = generate(out, cfg.format, cfg.admissions, seed=cfg.seed, note_fraction=cfg.note_fraction,
-                           progress=progress)
+    write = generate_meds if cfg.format == "meds" else lambda out, *a, **k: generate(out, cfg.format, *a, **k)
+    try:
+        with stage_progress() as progress:
+            summary = write(out, cfg.admissions, seed=cfg.seed, note_fraction=cfg.note_fraction, progress=progress)
+    except InputError as e:
+        _fail(str(e))
     from medfuse.reporting import print_mapping
 
     print_mapping(f"synthetic {cfg.format} data in {out}", summary)
@@ -66,9 +72,10 @@ def synth(
 
 @app.command()
 def prepare(
-    raw: Annotated[Path, typer.Argument(help="Folder with the raw MIMIC files.")],
+    raw: Annotated[Path, typer.Argument(help="Folder with the raw MIMIC files, or a MEDS dataset.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Cohort folder to create.")],
-    source: Annotated[str | None, typer.Option("--source", "-s", help="mimic3 or mimic4.")] = None,
+    source: Annotated[str | None, typer.Option(
+        "--source", "-s", help="mimic3, mimic4 or meds ([prepare.meds] maps its codes; docs/meds.md).")] = None,
     diseases: Annotated[Path | None, typer.Option(help="Diseases TOML (default: configs/diseases.toml).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the patient-level split.")] = None,
     notes_dir: Annotated[Path | None, typer.Option(
@@ -78,7 +85,7 @@ def prepare(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing cohort folder.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Build a leakage-safe cohort (Parquet + manifest.json) from raw MIMIC-III/IV files."""
+    """Build a leakage-safe cohort (Parquet + manifest.json) from raw MIMIC-III/IV files or a MEDS dataset."""
     from medfuse.data.prepare import InputError, prepare_cohort
     from medfuse.progress import stage_progress
     from medfuse.reporting import print_cohort_summary
@@ -143,22 +150,25 @@ def embed_notes(
     config: ConfigOpt = None,
 ) -> None:
     """Embed the note + abnormal-lab text of every admission of every split with a language model."""
+    from medfuse import distributed
     from medfuse.notes.pipeline import embed_cohort
-    from medfuse.progress import stage_progress
     from medfuse.reporting import print_mapping
 
     cfg = _config(config, notes={"model": model, "pooling": pooling, "max_length": max_length,
                                  "batch_tokens": batch_tokens, "device": device, "cache": cache}).notes
-    try:
-        with stage_progress() as progress:
-            summary = embed_cohort(cohort, out, cfg, model=model if adapter else cfg.model, adapter=adapter,
-                                   progress=progress)
-    except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    print_mapping(f"note embeddings in {out}", {
-        k: summary[k] for k in ("model", "unit", "pooling", "max_length", "dim", "admissions", "embedded", "missing",
-                                "cached", "computed", "lines", "unique_lines", "long_texts", "embed_seconds")
-        if k in summary})
+    with distributed.session(cfg.device):  # under torchrun: the texts to compute are shared out over the ranks
+        try:
+            with _stage_progress() as progress:
+                summary = embed_cohort(cohort, out, cfg, model=model if adapter else cfg.model, adapter=adapter,
+                                       progress=progress)
+        except (FileNotFoundError, ValueError) as e:
+            _fail(str(e))
+        if distributed.is_main():
+            print_mapping(f"note embeddings in {out}", {
+                k: summary[k] for k in ("model", "unit", "pooling", "max_length", "dim", "admissions", "embedded",
+                                        "missing", "cached", "computed", "lines", "unique_lines", "long_texts",
+                                        "embed_seconds")
+                if k in summary})
 
 
 @app.command("finetune-notes")
@@ -205,6 +215,7 @@ def pretrain_labs(
     """Pre-train the masked lab-test model (MLTM), the lab embedder and imputer, on the training split."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+    from medfuse import distributed
     from medfuse.data.cohort import Cohort
     from medfuse.labs import pretrain
     from medfuse.reporting import print_mapping
@@ -216,7 +227,7 @@ def pretrain_labs(
         _fail(str(e))
     columns = (TextColumn("{task.description:<20}"), BarColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[metrics]}"), TimeElapsedColumn())
-    with Progress(*columns) as bar:
+    with distributed.session(cfg.device), Progress(*columns, disable=not distributed.is_main()) as bar:
         task = bar.add_task("MLTM", total=1.0, metrics="")
         last_val: dict[str, float] = {}
 
@@ -232,6 +243,9 @@ def pretrain_labs(
             result = pretrain(data, out, cfg, progress=progress, log=log)
         except ValueError as e:
             _fail(str(e))
+        main = distributed.is_main()
+    if not main:
+        return
     print_mapping(f"MLTM lab embedder in {out}", {
         "best val reconstruction MSE": f"{result.best_val_loss:.4f} (epoch {result.best_epoch})",
         "initial val MSE": f"{result.history['initial_val_loss']:.4f}", "epochs run": result.epochs_run,
@@ -256,8 +270,8 @@ def train(
     config: ConfigOpt = None,
 ) -> None:
     """Train MEDFuse (pretraining labs and embedding notes first when their runs are missing)."""
+    from medfuse import distributed
     from medfuse.pipeline import train_run
-    from medfuse.progress import stage_progress
     from medfuse.reporting import print_mapping
 
     cfg = _config(config, train={"kind": kind, "epochs": epochs, "mi_weight": mi_weight, "seed": seed,
@@ -265,9 +279,11 @@ def train(
                                  "notes_run": str(notes_run) if notes_run else None},
                   notes={"finetune": finetune_notes})
     _require_cohort(cohort)
-    with stage_progress() as progress:
-        summary = train_run(cohort, out, cfg, resume=resume, progress=progress)
-    print_mapping(f"trained {cfg.train.kind} in {out}", summary)
+    with distributed.session(cfg.train.device):  # under torchrun: DistributedDataParallel, rank 0 writes
+        with _stage_progress() as progress:
+            summary = train_run(cohort, out, cfg, resume=resume, progress=progress)
+        if distributed.is_main():
+            print_mapping(f"trained {cfg.train.kind} in {out}", summary)
 
 
 @app.command()
@@ -470,6 +486,16 @@ def _demo_config() -> Path:
     from importlib import resources
 
     return Path(str(resources.files("medfuse.resources").joinpath("demo.toml")))
+
+
+def _stage_progress():
+    """:func:`medfuse.progress.stage_progress` on rank 0; the other ranks of a torchrun job report nothing."""
+    from contextlib import nullcontext
+
+    from medfuse import distributed
+    from medfuse.progress import no_progress, stage_progress
+
+    return stage_progress() if distributed.is_main() else nullcontext(no_progress)
 
 
 def _require_cohort(path: Path) -> None:

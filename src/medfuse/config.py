@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-Source = Literal["mimic3", "mimic4"]
+Source = Literal["mimic3", "mimic4", "meds"]
 
 
 class _Section(BaseModel):
@@ -27,6 +28,56 @@ class SynthConfig(_Section):
     admissions: int = Field(2000, ge=10)
     seed: int = 0
     note_fraction: float = Field(0.95, ge=0.0, le=1.0)
+
+
+_MEDS_GROUPS = {  # regex keys of [prepare.meds] and the named groups each must have
+    "sex_code": ("sex",), "race_code": ("race",), "diagnosis_codes": ("version", "code"), "lab_code": ("test",),
+}
+
+
+class MedsConfig(_Section):
+    """How a MEDS dataset's events map to the raw tables ``prepare`` reads (``[prepare.meds]``; docs/meds.md).
+
+    Every ``*_code`` key is a regular expression matched against an event's ``code`` (search, so anchor it
+    with ``^``); an empty one matches nothing. Defaults follow the MIMIC-IV MEDS ETL (MEDS-Extract)."""
+
+    admission_id_columns: list[str] = ["hadm_id", "visit_id"]
+    admission_start_code: str = "^HOSPITAL_ADMISSION//"
+    admission_end_code: str = "^HOSPITAL_DISCHARGE//"
+    admission_end_column: str = "end"
+    birth_code: str = "^MEDS_BIRTH$"
+    birth_precision: Literal["auto", "year", "exact"] = "auto"
+    sex_code: str = "^GENDER//(?P<sex>.+)$"
+    race_code: str = "^RACE//(?P<race>.*)$"
+    race_column: str = "race"
+    diagnosis_codes: list[str] = ["^DIAGNOSIS//ICD//(?P<version>[^/]*)//(?P<code>[^/]*)$",
+                                  "^ICD(?P<version>9|10)CM/(?P<code>[^/]+)$"]
+    diagnosis_parent_codes: bool = True
+    lab_code: str = "^LAB//RESULT//(?P<test>[^/]*)//(?P<unit>.*)$"
+    lab_unit_column: str = "unit"
+    unknown_unit: str = "UNK"
+    lab_flag_column: str = "flag"
+    lab_ref_low_column: str = "ref_range_lower"
+    lab_ref_high_column: str = "ref_range_upper"
+    note_code: str = "^NOTE//DISCHARGE"
+    use_subject_splits: bool = True
+    train_splits: list[str] = ["train"]
+    val_splits: list[str] = ["tuning"]
+    test_splits: list[str] = ["held_out"]
+
+    @field_validator("admission_start_code", "admission_end_code", "birth_code", "sex_code", "race_code",
+                     "diagnosis_codes", "lab_code", "note_code")
+    @classmethod
+    def _valid_regex(cls, v: str | list[str], info) -> str | list[str]:
+        for pattern in [v] if isinstance(v, str) else v:
+            try:
+                groups = re.compile(pattern).groupindex
+            except re.error as e:
+                raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
+            missing = [g for g in _MEDS_GROUPS.get(info.field_name, ()) if pattern and g not in groups]
+            if missing:
+                raise ValueError(f"{pattern!r} needs the named group(s) {', '.join(f'(?P<{g}>...)' for g in missing)}")
+        return v
 
 
 class PrepareConfig(_Section):
@@ -41,6 +92,7 @@ class PrepareConfig(_Section):
     notes_dir: str = ""  # MIMIC-IV-Note folder when it is not under the raw folder; empty = the raw folder
     memory_limit: str = "3GB"
     threads: int = Field(0, ge=0)
+    meds: MedsConfig = MedsConfig()
 
     @field_validator("split_fractions")
     @classmethod
@@ -115,6 +167,7 @@ class NotesConfig(_Section):
     weight_decay: float = Field(0.0, ge=0.0)
     patience: int = Field(2, ge=1)
     pos_weight: bool = True
+    max_minutes: float = Field(0.0, ge=0.0)
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     cpu_autocast: Literal["auto", "on", "off"] = "auto"
     seed: int = 0
@@ -146,6 +199,7 @@ class TrainConfig(_Section):
     use_kronecker: bool = True
     skip_connections: bool = True
     mi_floor: bool = True
+    use_cross_attention: bool = True
     mi_sample: bool = True
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)

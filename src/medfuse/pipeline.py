@@ -2,7 +2,7 @@
 
 A run folder (``medfuse train COHORT --out RUN``) holds:
 
-``run.json``          cohort, lab and note runs used, the full configuration
+``run.json``          cohort, lab and note runs used, the full configuration, ``world_size`` and ``backend``
 ``labs/``             the MLTM run (``pretrain-labs``), unless ``train.labs_run`` names one
 ``notes/``            the note-embedding run (``embed-notes``), unless ``train.notes_run`` names one
 ``model.safetensors`` best weights; ``checkpoint.safetensors`` the last epoch's full state
@@ -37,7 +37,11 @@ def load_run_data(run_dir: Path):
 
 def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, resume: bool = False,
               progress: ProgressFn | None = None) -> dict:
-    """Run what is missing of ``pretrain-labs`` / ``embed-notes``, then train and tune thresholds on val."""
+    """Run what is missing of ``pretrain-labs`` / ``embed-notes``, then train and tune thresholds on val.
+
+    Under torchrun every rank runs it (each stage shares its work out); rank 0 alone writes ``run_dir``.
+    """
+    from medfuse import distributed
     from medfuse.torch_utils import resolve_device
     from medfuse.training.thresholds import rule_from_config, tune_thresholds
     from medfuse.training.trainer import fit, load_net, predict
@@ -46,15 +50,21 @@ def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, 
     run_dir = Path(run_dir)
     cohort, labs_run, notes_run, data = run_inputs(cohort_path, run_dir, cfg, progress)
     info = {"cohort": str(cohort.path.resolve()), "labs_run": str(labs_run.resolve()),
-            "notes_run": str(notes_run.resolve()), "config": cfg.model_dump(mode="json")}
-    (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2))
+            "notes_run": str(notes_run.resolve()), "config": cfg.model_dump(mode="json"),
+            "world_size": distributed.world_size(), "backend": distributed.backend()}
+    if distributed.is_main():
+        (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2))
     summary = fit(data, run_dir, cfg.train, lab_encoder(cfg.train.labs_encoder, labs_run, cfg.train.seed),
                   resume=resume, progress=progress)
-    net = load_net(run_dir, data, lab_encoder(cfg.train.labs_encoder, labs_run, cfg.train.seed))
-    device = resolve_device(cfg.train.device)
-    val = data.rows("val")
-    thresholds = tune_thresholds(data.y[val], predict(net.to(device), data, val, device), **rule_from_config(cfg.evaluate))
-    (run_dir / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(data.label_names, map(float, thresholds))), indent=2))
+    if distributed.is_main():
+        net = load_net(run_dir, data, lab_encoder(cfg.train.labs_encoder, labs_run, cfg.train.seed))
+        device = resolve_device(cfg.train.device)
+        val = data.rows("val")
+        thresholds = tune_thresholds(data.y[val], predict(net.to(device), data, val, device),
+                                     **rule_from_config(cfg.evaluate))
+        (run_dir / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(data.label_names, map(float, thresholds))),
+                                                          indent=2))
+    distributed.barrier()
     return {**summary, "run": str(run_dir)}
 
 

@@ -14,6 +14,7 @@ VARIANTS = [{"kind": k} for k in KINDS] + [
     {"kind": "medfuse", "use_kronecker": False},
     {"kind": "medfuse", "layers": 2, "mi_sample": False},
     {"kind": "medfuse", "skip_connections": False, "mi_floor": False},
+    {"kind": "medfuse", "use_cross_attention": False},
 ]
 
 
@@ -146,6 +147,37 @@ def test_skip_connections_switch():
         assert not torch.allclose(on(**batch).logits, ref)
 
 
+def test_cross_attention_switch():
+    """Off: no cross-attention block is built (exactly one Block's parameters fewer at layers=1) and s_c is the
+    queries alone, so the lab and note tokens' attention path no longer moves s_c; on (the default) it does.
+    s_a, s_b and the skip inputs are untouched either way, so the logits still read the lab tokens via s_b."""
+    from medfuse.fusion.model import Block
+
+    on, off = make_model(d=8, heads=2), make_model(d=8, heads=2, use_cross_attention=False)
+    assert len(on.cross_blocks) == 1 and len(off.cross_blocks) == 0
+    missing = set(on.state_dict()) - set(off.state_dict())
+    assert missing and all(k.startswith("cross_blocks.") for k in missing)
+    assert set(off.state_dict()) < set(on.state_dict())
+    n_params = sum(p.numel() for p in on.parameters()) - sum(p.numel() for p in off.parameters())
+    assert n_params == sum(p.numel() for p in Block(8, 2, 0.0, cross=True).parameters()) == 1 * (
+        2 * 8 + 8 * 8 + 8 + 8 * 16 + 16 + 8 * 8 + 8 + 2 * 8 + 8 * 32 + 32 + 32 * 8 + 8 + 2 * 8)  # 2 LNs in, q, kv, proj, LN, MLP
+    batch = make_batch()
+    other = {**batch, "lab_tokens": batch["lab_tokens"] + torch.randn_like(batch["lab_tokens"]),
+             "note": batch["note"].clone()}
+    with torch.no_grad():
+        for model, moves in ((on, True), (off, False)):
+            model.eval()
+            ref, new = model(**batch), model(**other)
+            full = ~batch["lab_missing"] & batch["lab_token_mask"].any(1)  # rows whose lab tokens are read
+            assert not torch.allclose(ref.s_b[full], new.s_b[full])  # the lab tokens still reach s_b
+            assert torch.allclose(ref.s_c, new.s_c, atol=1e-6) != moves
+        # without cross-attention s_c is exactly the LayerNormed queries, mean-pooled
+        lab_missing = batch["lab_missing"] | ~batch["lab_token_mask"].any(1)  # row 2: no valid token
+        a, b = off.a_vec(batch["note"], batch["note_missing"]), off.b_vec(batch["lab_pooled"], lab_missing)
+        queries = off.kron_proj(kronecker_tokens(a, b)) + off.query_pos
+        assert torch.allclose(off(**batch).s_c, off.ln_c(queries).mean(1), atol=1e-6)
+
+
 def test_mi_floor_switch():
     """With the floor (default) a negative vCLUB estimate adds nothing to the loss; without it the raw
     estimate is added, so a negative bound lowers the loss and its gradient still flows."""
@@ -164,9 +196,9 @@ def test_train_config_switches_reach_the_fusion_config():
     from medfuse.training.trainer import fusion_config
 
     default = fusion_config(TrainConfig())
-    assert default.skip_connections and default.mi_floor
-    off = fusion_config(TrainConfig(skip_connections=False, mi_floor=False))
-    assert not off.skip_connections and not off.mi_floor
+    assert default.skip_connections and default.mi_floor and default.use_cross_attention
+    off = fusion_config(TrainConfig(skip_connections=False, mi_floor=False, use_cross_attention=False))
+    assert not off.skip_connections and not off.mi_floor and not off.use_cross_attention
 
 
 def test_modality_dropout_never_hides_both():

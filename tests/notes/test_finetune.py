@@ -27,11 +27,14 @@ def test_default_target_modules(tiny_bert, tiny_llama):
 
 
 def test_finetune_bert_round_trip(cohort_dir, tiny_bert, tmp_path):
+    """unit = "text": whole texts, windowed; the head reads the pooled text vector."""
     run = tmp_path / "ft"
-    meta = finetune_notes(cohort_dir, run, _cfg(tiny_bert, tmp_path))
+    meta = finetune_notes(cohort_dir, run, _cfg(tiny_bert, tmp_path, unit="text"))
     hist = [h["train_loss"] for h in meta["history"]]
     assert len(hist) == 8 and np.mean(hist[-2:]) < hist[0] * 0.85, hist
-    assert all("val_macro_f1" in h for h in meta["history"])
+    assert all("val_macro_f1" in h and 0 < h["val_macro_auprc"] <= 1 for h in meta["history"])
+    assert meta["best_val_macro_auprc"] == max(h["val_macro_auprc"] for h in meta["history"])
+    assert meta["unit"] == "text" and meta["fields"] is None
     assert 1 <= meta["best_epoch"] <= len(hist) and meta["train_admissions"] == 39 and meta["val_admissions"] == 10
     # only adapter + head are saved, as safetensors
     files = sorted(p.name for p in (run / "adapter").iterdir())
@@ -61,6 +64,51 @@ def test_finetune_bert_round_trip(cohort_dir, tiny_bert, tmp_path):
     assert with_adapter.last_stats["computed"] == len(set(texts))
 
 
+def test_finetune_lines(cohort_dir, tiny_bert, tmp_path):
+    """unit = "lines" (the default): the head reads the per-field max of normalised line vectors, the
+    training-time vectors equal LineEncoder's max blocks, and embed-notes with the adapter embeds lines."""
+    from medfuse.notes.finetune import head_probabilities, model_inputs
+    from medfuse.notes.lines import LineEncoder
+    from medfuse.notes.pipeline import embed_cohort
+    from medfuse.notes.text import template_fields
+
+    cfg = _cfg(tiny_bert, tmp_path, epochs=6, dtype="float32", cpu_autocast="off")
+    run = tmp_path / "ft"
+    meta = finetune_notes(cohort_dir, run, cfg)
+    fields = template_fields(cfg.template)
+    assert meta["unit"] == "lines" and meta["fields"] == fields == list(fields)
+    hist = [h["train_loss"] for h in meta["history"]]
+    assert np.mean(hist[-2:]) < hist[0] * 0.9, hist
+    w, b, _ = load_head(run)
+    assert w.shape == (3, len(fields) * 32)
+    lora_b = [v for k, v in load_file(str(run / "adapter" / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert lora_b and all(np.abs(v).max() > 0 for v in lora_b)
+
+    nt = build_texts(cohort_dir)
+    rows = np.flatnonzero(nt.has_text)
+    values = [nt.values[i] for i in rows]
+    tuned = NoteEmbedder(None, adapter=run, cache_dir=False, dtype="float32")
+    blocks = LineEncoder(tuned, fields, clusters=0).transform(values)
+    import torch
+
+    bb = tuned.backbone
+    inputs = model_inputs(bb, values, "lines", tuned.max_length, tuned.stride, fields)
+    with torch.inference_mode():
+        x = inputs.vectors(bb.model, np.arange(len(values)), bb.tokenizer.pad_token_id, tuned.pooling, bb.device, False)
+    np.testing.assert_allclose(x.numpy(), blocks, atol=1e-5)  # what the head was trained on == what is embedded
+    assert (np.abs(blocks).reshape(len(rows), len(fields), 32).max(2) > 0).sum() > len(rows)  # several fields each
+
+    prob = head_probabilities(run, nt, ["heart_failure", "pneumonia", "kidney"], cfg)
+    np.testing.assert_allclose(prob[rows], 1 / (1 + np.exp(-(blocks @ w.T + b))), atol=1e-5)
+    np.testing.assert_allclose(prob[~nt.has_text], np.broadcast_to(1 / (1 + np.exp(-b)), prob[~nt.has_text].shape),
+                               atol=1e-6)
+
+    out = embed_cohort(cohort_dir, tmp_path / "emb", cfg, adapter=run)
+    assert out["unit"] == "lines" and out["dim"] == len(fields) * (32 + cfg.line_clusters)
+    _, emb, missing = load_note_embeddings(tmp_path / "emb")
+    np.testing.assert_allclose(emb[~missing][:, :len(fields) * 32], blocks, atol=1e-5)  # the max blocks come first
+
+
 def test_in_memory_equals_saved_adapter(cohort_dir, tiny_bert, tmp_path):
     """Embeddings of the fine-tuned model in memory == embeddings after save + reload (both poolings path)."""
     from medfuse.notes.backbone import folder_identity
@@ -71,8 +119,8 @@ def test_in_memory_equals_saved_adapter(cohort_dir, tiny_bert, tmp_path):
     y[:, 0] = np.arange(len(nt)) % 2
     rows = np.flatnonzero(nt.has_text)[:24]
     bb = load_backbone(tiny_bert, training=True)
-    res = train_lora(bb, [nt.texts[i] for i in rows], y[rows], epochs=2, lr=1e-2, rank=4, alpha=8, dropout=0.0,
-                     pooling="last")
+    res = train_lora(bb, [nt.texts[i] for i in rows], y[rows], unit="text", epochs=2, lr=1e-2, rank=4, alpha=8,
+                     dropout=0.0, pooling="last")
     save_finetuned(res, tmp_path / "run", {"base_model": str(tiny_bert), "base_identity": folder_identity(tiny_bert),
                                            "pooling": res.pooling, "max_length": res.max_length})
     texts = [nt.texts[i] for i in rows[:10]]
@@ -111,7 +159,7 @@ def test_finetune_llama_and_cli(cohort_dir, tiny_llama, tmp_path):
                               str(tmp_path / "emb"), "--config", str(cfg_file)])
     assert res.exit_code == 0, res.output
     _, x, missing = load_note_embeddings(tmp_path / "emb")
-    assert x.shape == (60, 32) and missing.sum() == 1
+    assert x.shape == (60, 5 * (32 + 64)) and missing.sum() == 1  # unit = "lines": 5 fields x (hidden + clusters)
     emb_cfg = json.loads((tmp_path / "emb" / "embed_config.json").read_text())
     assert emb_cfg["adapter_identity"] and emb_cfg["family"] == "decoder"
     res = runner.invoke(app, ["embed-notes", str(cohort_dir), "--adapter", str(tmp_path / "ft"), "--out",

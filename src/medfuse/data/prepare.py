@@ -1,4 +1,4 @@
-"""``medfuse prepare``: raw MIMIC-III / MIMIC-IV files -> a leakage-safe cohort folder.
+"""``medfuse prepare``: raw MIMIC-III / MIMIC-IV files or a MEDS dataset -> a leakage-safe cohort folder.
 
 An out-of-core DuckDB pipeline. Every raw row is either used or dropped for a named reason, and
 ``read == used + sum(dropped)`` is checked per table before anything is written. The cohort is
@@ -102,9 +102,18 @@ class _Pipeline:
         self.con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false")  # polled only
         self.accounts: dict[str, RowAccount] = {}
         self.timings: dict[str, float] = {}
-        notes_dir = Path(cfg.notes_dir) if cfg.notes_dir else None
-        self.files: dict[str, RawFile | None] = {name: locate(raw, cfg.source, name, notes_dir)
-                                                 for name in SPECS[cfg.source]}
+        self.split_source = "stratified"
+        self.meds = None  # a MEDS dataset gives the same raw tables as DuckDB relations over its events
+        if cfg.source == "meds":
+            from medfuse.data import meds
+
+            self.meds, self.specs = meds.read_meds(raw, cfg.meds), meds.SPECS
+            self.meds.attach(self.con)
+            self.files: dict[str, RawFile | None] = self.meds.files
+        else:
+            notes_dir = Path(cfg.notes_dir) if cfg.notes_dir else None
+            self.specs = SPECS[cfg.source]
+            self.files = {name: locate(raw, cfg.source, name, notes_dir) for name in self.specs}
 
     # -- helpers -----------------------------------------------------------------------------
     def fork(self) -> _Pipeline:
@@ -148,8 +157,10 @@ class _Pipeline:
 
     def read_csv(self, name: str) -> str:
         """A subquery over raw table ``name`` (:func:`~medfuse.data.raw.csv_relation`); parser rejects land
-        in ``rej_<name>``."""
-        return csv_relation(self.files[name], SPECS[self.cfg.source][name], name)
+        in ``rej_<name>``. For a MEDS dataset, the same table from its events (:mod:`medfuse.data.meds`)."""
+        if self.meds is not None:
+            return self.meds.relation(name)
+        return csv_relation(self.files[name], self.specs[name], name)
 
     def start_account(self, name: str, table: str) -> RowAccount:
         """Account for ``table`` (loaded from raw table ``name``): rows loaded plus rows the parser rejected."""
@@ -187,8 +198,9 @@ class _Pipeline:
         c = self.con
         if self.cfg.source == "mimic3":
             birth = "TRY_CAST(dob AS TIMESTAMP) AS dob, NULL::DOUBLE AS anchor_age, NULL::INTEGER AS anchor_year"
-        else:
-            birth = ("NULL::TIMESTAMP AS dob, TRY_CAST(anchor_age AS DOUBLE) AS anchor_age, "
+        else:  # MEDS gives an exact birth as dob, a birth year as anchor_age 0 in that anchor_year
+            dob = "TRY_CAST(dob AS TIMESTAMP)" if self.meds is not None else "NULL::TIMESTAMP"
+            birth = (f"{dob} AS dob, TRY_CAST(anchor_age AS DOUBLE) AS anchor_age, "
                      "TRY_CAST(anchor_year AS INTEGER) AS anchor_year")
         c.execute(f"""CREATE TABLE patients_raw AS SELECT TRY_CAST(subject_id AS BIGINT) AS subject_id,
             upper(trim(gender)) AS sex, {birth} FROM {self.read_csv('patients')}""")
@@ -216,7 +228,7 @@ class _Pipeline:
 
     def diagnoses_and_labels(self, diseases: list[Disease]) -> None:
         c = self.con
-        version = "TRY_CAST(icd_version AS INTEGER)" if self.cfg.source == "mimic4" else "9"
+        version = "9" if self.cfg.source == "mimic3" else "TRY_CAST(icd_version AS INTEGER)"
         c.execute(f"""CREATE TABLE diagnoses_raw AS SELECT TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
             upper(replace(trim(icd_code), '.', '')) AS code, trim(icd_code) AS code_raw, {version} AS version
             FROM {self.read_csv('diagnoses')}""")
@@ -246,12 +258,11 @@ class _Pipeline:
             WHERE reason IS NULL AND hadm_id NOT IN (SELECT hadm_id FROM labels)""")
         adm = self.accounts["admissions"]
         adm.drop(self.counts("SELECT reason, count(*) FROM admissions_rows GROUP BY reason"))
-        if self.cfg.source == "mimic3":  # MIMIC-III shifts ages over 89 to about 300
-            age = "epoch(a.admittime - p.dob) / (365.2425 * 86400)"
-        else:
-            age = "p.anchor_age + year(a.admittime) - p.anchor_year"
+        exact = "epoch(a.admittime - p.dob) / (365.2425 * 86400)"  # MIMIC-III shifts ages over 89 to about 300
+        anchored = "p.anchor_age + year(a.admittime) - p.anchor_year"
+        age = {"mimic3": exact, "mimic4": anchored}.get(self.cfg.source, f"COALESCE({exact}, {anchored})")
         win_start, win_end = transform.window_sql(self.cfg.lab_hours_before_admission, self.cfg.window_hours)
-        race_column = SPECS[self.cfg.source]["admissions"].columns["race"]
+        race_column = self.specs["admissions"].columns["race"]
         if race_column in self.files["admissions"].header:  # an empty value is UNKNOWN; no column at all is NULL
             r = "upper(trim(COALESCE(a.race, '')))"
             groups = " ".join(f"WHEN {cond.format(r=r)} THEN '{g}'" for g, cond in RACE_GROUPS)
@@ -273,19 +284,23 @@ class _Pipeline:
                              f"{dict(adm.dropped)})")
 
     def splits(self, diseases: list[Disease]) -> None:
-        names = [d.name for d in diseases]
-        patients = self.con.execute(f"""SELECT c.subject_id, {', '.join(f'max(l.{n})' for n in names)}
-            FROM cohort c JOIN labels l USING (hadm_id) GROUP BY c.subject_id ORDER BY c.subject_id""").fetchnumpy()
-        y = np.stack([patients[k] for k in list(patients)[1:]], axis=1)
-        fold = stratified_split(y, self.cfg.split_fractions, self.cfg.seed)
-        split_of_patient = pa.table({"subject_id": patients["subject_id"],
-                                     "split": pa.array(np.asarray(SPLIT_NAMES)[fold])})
-        self.con.register("split_of_patient", split_of_patient)
+        source = self.meds.create_split_of_patient(self.con) if self.meds is not None else None
+        if source is not None:  # the MEDS dataset's own subject_splits.parquet
+            self.split_source = source
+        else:
+            names = [d.name for d in diseases]
+            patients = self.con.execute(f"""SELECT c.subject_id, {', '.join(f'max(l.{n})' for n in names)}
+                FROM cohort c JOIN labels l USING (hadm_id) GROUP BY c.subject_id ORDER BY c.subject_id""").fetchnumpy()
+            y = np.stack([patients[k] for k in list(patients)[1:]], axis=1)
+            fold = stratified_split(y, self.cfg.split_fractions, self.cfg.seed)
+            split_of_patient = pa.table({"subject_id": patients["subject_id"],
+                                         "split": pa.array(np.asarray(SPLIT_NAMES)[fold])})
+            self.con.register("split_of_patient", split_of_patient)
         self.con.execute("""CREATE TABLE splits AS SELECT c.row, c.subject_id, c.hadm_id, s.split
             FROM cohort c JOIN split_of_patient s USING (subject_id)""")
 
     def labs(self) -> None:
-        c, refs = self.con, self.cfg.source == "mimic4"  # MIMIC-III has no reference ranges
+        c, refs = self.con, self.cfg.source != "mimic3"  # MIMIC-III has no reference ranges
         c.execute(f"""CREATE TABLE labitems AS SELECT DISTINCT ON (itemid) TRY_CAST(itemid AS INTEGER) AS itemid,
             label, fluid, category FROM {self.read_csv('labitems')} WHERE TRY_CAST(itemid AS INTEGER) IS NOT NULL""")
         # One pass reads the rows, types them, attaches those without HADM_ID by time and gives each its
@@ -384,7 +399,8 @@ def prepare_cohort(
     overwrite: bool = False,
     progress: ProgressFn | None = None,
 ) -> dict:
-    """Build a cohort folder from raw MIMIC-III/IV files and return its manifest (see docs/data.md).
+    """Build a cohort folder from raw MIMIC-III/IV files or a MEDS dataset (``cfg.source``) and return its
+    manifest (see docs/data.md, docs/meds.md).
 
     Raises :class:`InputError` (nothing written) for a structural problem with the input.
     """
@@ -427,6 +443,7 @@ def prepare_cohort(
             "label_titles": {d.name: d.title for d in diseases},
             "tables": {name: acc.as_dict() for name, acc in sorted(p.accounts.items())},
             "outputs": rows,
+            "split_source": p.split_source,
             "split_sizes": sizes,
             "prevalence": prevalence,
             "notes_status": notes_status,
@@ -441,5 +458,7 @@ def prepare_cohort(
                                   "fitted_on": "train"},
             "timings": {**p.timings, "total": round(time.perf_counter() - t0, 3)},
         }
+        if p.meds is not None:
+            manifest["meds"] = p.meds.summary()
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         return manifest

@@ -21,7 +21,8 @@ The last two inputs are skip connections around the fusion: the dense block also
 LayerNormed inputs themselves, so the disentangled features add to what a plain concatenation has
 rather than replace it (``skip_connections=False`` drops them). The vCLUB bound ``I([s_a; s_b]; s_c)``,
 floored at 0 (``mi_floor=False``: not floored), is the mutual-information penalty. ``use_kronecker=False``
-replaces C by ``d+1`` learned query tokens plus ``Linear(2d, d)([s_a; s_b])``.
+replaces C by ``d+1`` learned query tokens plus ``Linear(2d, d)([s_a; s_b])``. ``use_cross_attention=False``
+builds no cross-attention blocks: S_c = LN(C), the queries alone, never attending to [S_a; S_b].
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class FusionConfig:
     use_kronecker: bool = True  # False = the "no Kronecker term" ablation
     skip_connections: bool = True  # False = the dense head sees only s_a, s_c, s_b (no LN(note), LN(lab_pooled))
     mi_floor: bool = True  # False = the penalty is the raw vCLUB estimate, negative values included
+    use_cross_attention: bool = True  # False = the "no cross-attention" ablation: s_c from the queries C alone
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -249,7 +251,7 @@ class MEDFuse(FusionBase):
             self.pool_proj = nn.Linear(2 * d, d)
         self.query_pos = nn.Parameter(0.02 * torch.randn(d + 1, d))
         self.cross_blocks = nn.ModuleList(
-            Block(d, cfg.heads, cfg.dropout, cross=True) for _ in range(cfg.layers)
+            Block(d, cfg.heads, cfg.dropout, cross=True) for _ in range(cfg.layers if cfg.use_cross_attention else 0)
         )
         # skip connections: the LayerNormed inputs themselves also reach the dense block
         if cfg.skip_connections:

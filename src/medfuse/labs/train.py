@@ -3,6 +3,11 @@
 ``pretrain(cohort, out_dir, cfg)`` trains with AdamW, linear warm-up + cosine decay, early stopping on
 the validation reconstruction error (a fixed validation masking, so epochs are comparable) and writes
 the run folder described in docs/labs.md.
+
+Under ``torchrun`` (:mod:`medfuse.distributed`) the model is wrapped in ``DistributedDataParallel``: every
+rank draws the single-process shuffling and masking of each global batch, trains on its share of the rows
+with a loss weight that makes the averaged gradient the whole batch's, evaluates its share of the
+validation set; rank 0's validation loss decides early stopping and rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from medfuse import distributed
 from medfuse.config import LabsConfig
 from medfuse.data.cohort import Cohort
 from medfuse.labs.model import MLTM, MLTMConfig, masked_mse, random_masking
@@ -78,17 +84,23 @@ def model_config(n_tests: int, cfg: LabsConfig) -> MLTMConfig:
 
 @torch.no_grad()
 def evaluate(model: MLTM, x: torch.Tensor, mask_ratio: float, seed: int, batch_size: int = 1024) -> float:
-    """Reconstruction MSE (normalised units) on the hidden observed values, with a masking fixed by ``seed``."""
+    """Reconstruction MSE (normalised units) on the hidden observed values, with a masking fixed by ``seed``.
+
+    Under torchrun each rank evaluates its share of the rows and the sums are added over ranks.
+    """
     model.eval()
     observed = ~torch.isnan(x)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     visible = random_masking(observed, mask_ratio, gen)  # drawn once for the whole set: same mask every epoch
+    share = distributed.shard_slice(len(x))
     total, count = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        sl = slice(i, i + batch_size)
+    for i in range(share.start, share.stop, batch_size):
+        sl = slice(i, min(i + batch_size, share.stop))
         pred, _, hidden = model(x[sl], observed[sl], visible=visible[sl])
         loss, n = masked_mse(pred, x[sl], hidden)
         total, count = total + float(loss) * n, count + n
+    if distributed.is_distributed():
+        total, count = distributed.all_reduce_sum([total, count])
     return total / max(count, 1)
 
 
@@ -119,7 +131,8 @@ def pretrain(
     cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    world = distributed.world_size()
+    device = distributed.rank_device(resolve_device(cfg.device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -146,7 +159,8 @@ def pretrain(
     total_steps = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, cfg.warmup_fraction))
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-    mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # the same draws on every rank
+    ddp = distributed.wrap(model, device)
     val_seed = cfg.seed + VAL_MASK_SEED_OFFSET
     eval_set = x_val if len(x_val) else x_train  # no validation admissions: fall back to the training set
 
@@ -165,16 +179,26 @@ def pretrain(
         for i in range(0, len(x_train), cfg.batch_size):
             xb = x_train[perm[i : i + cfg.batch_size]]
             observed = ~torch.isnan(xb)
-            pred, _, hidden = model(xb, observed, cfg.mask_ratio, mask_gen)
-            loss, n = masked_mse(pred, xb, hidden)
+            visible = random_masking(observed, cfg.mask_ratio, mask_gen)  # the whole batch's masking
+            n = int((observed & ~visible).sum())  # hidden values of the whole batch
+            part = distributed.shard_slice(len(xb))
+            real = part.stop > part.start
+            if not real:  # a rank left without rows takes the first one with weight 0
+                part = slice(0, 1)
+            pred, _, hidden = ddp(xb[part], observed[part], visible=visible[part])
+            loss, n_part = masked_mse(pred, xb[part], hidden)
+            n_part *= real
+            weight = world * n_part / n if n else 0.0
             opt.zero_grad(set_to_none=True)
             if n:
-                loss.backward()
+                (loss * weight).backward()  # DDP averages over ranks: the gradient of the whole batch's mean
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
             sched.step()
             step += 1
             loss_value = float(loss.detach())
+            if world > 1:
+                loss_value = float(distributed.all_reduce_sum([loss_value * n_part])[0]) / max(n, 1)
             total, count = total + loss_value * n, count + n
             history["step_loss"].append(loss_value)
             log({"epoch": epoch, "step": step, "loss": total / max(count, 1), "lr": sched.get_last_lr()[0]})
@@ -188,6 +212,7 @@ def pretrain(
         history["seconds"].append(time.perf_counter() - t_start)
         log({"epoch": epoch, "step": step, "loss": total / max(count, 1), "val_loss": val,
              "lr": sched.get_last_lr()[0]})
+        val = distributed.broadcast_object(val)  # rank 0's score decides early stopping on every rank
         if val < best_val:
             best_val, best_epoch, bad_epochs = val, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -209,7 +234,9 @@ def pretrain(
     history["summary"] = {k: v for k, v in asdict(result).items() if k != "history"}
     history["val_admissions"] = len(x_val)
     result.history = history
-    save_run(out, model, cfg, lab_vocab(cohort, cfg.aggregates), history)
+    if distributed.is_main():
+        save_run(out, model, cfg, lab_vocab(cohort, cfg.aggregates), history)
+    distributed.barrier()
     return result
 
 

@@ -10,7 +10,12 @@ as sentence-transformers embeds it.
 The cache maps ``sha256(text)`` to the vector inside a namespace
 ``sha256(model files, adapter files, pooling, window, stride, normalize, dtype)``; it is stored as
 safetensors shards (no pickles) and is consulted before the model is even loaded, so a re-run on
-unchanged texts computes nothing.
+unchanged texts computes nothing. Several processes may share it: each new shard is written under a name
+unique to its process and renamed into place, and reading and merging shards happen under a file lock.
+
+Under ``torchrun`` (:mod:`medfuse.distributed`) every rank calls :meth:`NoteEmbedder.embed` with the same
+texts; the batches of windows that the single process would run are dealt out to the ranks, their vectors
+broadcast back, and every rank returns the same result, bit for bit the single-process one.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from medfuse import distributed
 from medfuse.notes.backbone import (
     Backbone,
     cuda_available,
@@ -91,6 +97,18 @@ def make_batches(lengths: np.ndarray, batch_tokens: int, batch_size: int) -> lis
     return batches
 
 
+def deal_batches(batches: list[np.ndarray], lengths: np.ndarray, ranks: int) -> np.ndarray:
+    """The rank that runs each window: whole batches go, longest first, to the rank with the fewest
+    padded tokens so far (ties to the lowest rank), so every rank gets the same plan."""
+    owner = np.zeros(len(lengths), dtype=np.int64)
+    load = np.zeros(ranks, dtype=np.int64)
+    for rows in batches:
+        r = int(np.argmin(load))
+        owner[rows] = r
+        load[r] += len(rows) * int(lengths[rows].max())
+    return owner
+
+
 def collate(ids: Sequence[Sequence[int]], pad_id: int, device: Any):
     """Right-padded ``input_ids`` and ``attention_mask`` tensors."""
     import torch
@@ -139,7 +157,11 @@ def combine_windows(vectors: Any, weights: Any, doc: Any, n_docs: int):
 
 
 class EmbeddingCache:
-    """Text-hash -> vector store for one namespace, kept as safetensors shards under ``root/namespace``."""
+    """Text-hash -> vector store for one namespace, kept as safetensors shards under ``root/namespace``.
+
+    Safe for several processes: a shard is written to a temporary file and renamed into place under a name
+    unique to the process (time, pid, rank, random), and shards are read and merged under ``.lock``.
+    """
 
     MAX_SHARDS = 16
 
@@ -152,19 +174,31 @@ class EmbeddingCache:
     def _shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.safetensors")) if self.dir.is_dir() else []
 
-    def _load(self) -> None:
+    def _lock(self):
+        from filelock import FileLock
+
+        return FileLock(str(self.dir / ".lock"))
+
+    def _read(self, shards: list[Path]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         keys, vecs = [], []
-        for shard in self._shards():
+        for shard in shards:
             try:
                 data = load_file(str(shard))
             except (OSError, SafetensorError) as e:  # a damaged shard is skipped: its texts are recomputed
-                warnings.warn(f"note-embedding cache: skipping unreadable {shard.name}: {e}", stacklevel=2)
+                warnings.warn(f"note-embedding cache: skipping unreadable {shard.name}: {e}", stacklevel=3)
                 continue
             keys.append(data["keys"])
             vecs.append(data["vectors"])
+        return keys, vecs
+
+    def _load(self) -> None:
+        keys, vecs = [], []
+        if self.dir.is_dir():
+            with self._lock():  # no shard disappears in a merge while it is read
+                keys, vecs = self._read(self._shards())
         self._keys = {}
         if keys:
             k = np.concatenate(keys)
@@ -183,42 +217,44 @@ class EmbeddingCache:
             return found, None
         return found, self._vectors[[r for r in rows if r >= 0]]
 
-    def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+    def _write(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """A new shard, atomically, under a name no other process uses."""
         from safetensors.numpy import save_file
 
+        name = (f"shard-{time.time_ns():020d}-{os.getpid()}-{distributed.rank()}-"
+                f"{uuid.uuid4().hex[:8]}.safetensors")
+        tmp = self.dir / f".{name}.tmp"
+        save_file({"keys": np.ascontiguousarray(keys), "vectors": np.ascontiguousarray(vectors, dtype=np.float32)},
+                  str(tmp))
+        os.replace(tmp, self.dir / name)
+
+    def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
         if not len(keys):
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         info = self.dir / "namespace.json"
         if self.info and not info.exists():
-            info.write_text(json.dumps(self.info, indent=2, default=str))
-        k = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), -1)
-        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.safetensors"
-        tmp = self.dir / f".{name}.tmp"
-        save_file({"keys": np.ascontiguousarray(k), "vectors": np.ascontiguousarray(vectors, dtype=np.float32)},
-                  str(tmp))
-        os.replace(tmp, self.dir / name)
+            tmp = self.dir / f".namespace.json.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+            tmp.write_text(json.dumps(self.info, indent=2, default=str))
+            os.replace(tmp, info)
+        self._write(np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), -1), vectors)
         self._keys = None
         if len(self._shards()) > self.MAX_SHARDS:
             self.compact()
 
     def compact(self) -> None:
-        """Merge all shards into one (duplicates dropped)."""
-        from safetensors.numpy import save_file
-
-        old = self._shards()
-        self._load()
-        if self._vectors is None:
+        """Merge all shards into one (duplicates dropped), under the lock; shards other processes add
+        meanwhile are kept as they are."""
+        if not self.dir.is_dir():
             return
-        keys = list(self._keys)
-        k = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), -1)
-        v = self._vectors[list(self._keys.values())]
-        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.safetensors"
-        tmp = self.dir / f".{name}.tmp"
-        save_file({"keys": np.ascontiguousarray(k), "vectors": np.ascontiguousarray(v)}, str(tmp))
-        os.replace(tmp, self.dir / name)
-        for shard in old:
-            shard.unlink(missing_ok=True)
+        with self._lock():
+            old = self._shards()
+            keys, vecs = self._read(old)
+            if keys:
+                k, first = np.unique(np.concatenate(keys), axis=0, return_index=True)
+                self._write(k, np.concatenate(vecs)[first])
+            for shard in old:
+                shard.unlink(missing_ok=True)
         self._keys = None
 
 
@@ -261,6 +297,10 @@ class NoteEmbedder:
     cache_dir: cache folder; ``None`` = :func:`default_cache_dir`, ``False`` = no cache.
     device, dtype: ``"auto"`` = CUDA with bfloat16 when available; else CPU, in bfloat16 when the CPU has
         native bfloat16 instructions (AVX512-BF16/AMX; cosine to float32 >= 0.9999), else float32.
+
+    Under torchrun (``shard``, True unless built :meth:`from_backbone`) every rank must call :meth:`embed`
+    with the same texts: the texts no rank found in the cache are computed once, shared out over the
+    ranks, and rank 0 alone writes them to the cache.
     """
 
     def __init__(self, model: str | Path | None = "default", pooling: str | None = None,
@@ -292,6 +332,7 @@ class NoteEmbedder:
         self._cache: EmbeddingCache | None = None
         self.memory_cache, self.memory_limit = None, 0
         self.last_stats: dict[str, Any] = {}
+        self.shard = True
 
     @classmethod
     def from_backbone(cls, backbone: Backbone, pooling: str | None = None, max_length: int | None = None,
@@ -309,6 +350,7 @@ class NoteEmbedder:
         self.batch_tokens, self.batch_size = batch_tokens, batch_size
         self.cache_root, self._backbone, self._cache, self.last_stats = None, backbone, None, {}
         self.memory_cache, self.memory_limit = None, 0
+        self.shard = False  # the caller (e.g. a fine-tuning loop) decides what each rank embeds
         return self
 
     # -- identity and cache ---------------------------------------------------------------------------------
@@ -383,11 +425,14 @@ class NoteEmbedder:
         lengths = np.array([len(x) for x in ids], dtype=np.int64)
         batch_tokens, batch_size = self._budget()
         vecs = np.zeros((len(ids), bb.hidden_size), dtype=np.float32)
-        total, done = max(int(lengths.sum()), 1), 0
+        batches = make_batches(lengths, batch_tokens, batch_size)
+        owner = deal_batches(batches, lengths, distributed.world_size() if self.shard else 1)
+        mine = [rows for rows in batches if owner[rows[0]] == distributed.rank()] if self.shard else batches
+        total, done = max(int(sum(lengths[rows].sum() for rows in mine)), 1), 0
         was_training = bb.model.training
         bb.model.eval()
         with torch.inference_mode():
-            for rows in make_batches(lengths, batch_tokens, batch_size):
+            for rows in mine:
                 out = encode_windows(bb.model, [ids[i] for i in rows], bb.tokenizer.pad_token_id, self.pooling,
                                      bb.device)
                 vecs[rows] = out.float().cpu().numpy()
@@ -395,6 +440,8 @@ class NoteEmbedder:
                 progress(stage, done / total)
             if was_training:
                 bb.model.train()
+        if self.shard:
+            distributed.share_rows(vecs, owner)  # every rank gets every window's vector
         # token-count weighted mean of the windows of each text (float64 accumulation)
         out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float64)
         np.add.at(out, doc, vecs * lengths[:, None])
@@ -449,6 +496,12 @@ class NoteEmbedder:
                 result[missing[on_disk]] = hits
                 found[missing[on_disk]] = True
                 self._remember([keys[i] for i in missing[on_disk]], hits)
+        sharded = self.shard and distributed.is_distributed()
+        if sharded:  # compute what any rank lacks, so that every rank runs the same plan
+            digest = hashlib.sha256(b"".join(keys)).digest()
+            if len(set(distributed.all_gather_object(digest))) > 1:
+                raise RuntimeError("NoteEmbedder.embed: the ranks were given different texts")
+            found = distributed.all_reduce_min(found)
         todo = np.flatnonzero(~found)
         # identical texts are embedded once
         uniq: dict[bytes, int] = {}
@@ -462,7 +515,7 @@ class NoteEmbedder:
             row = {k: vecs[j] for j, k in enumerate(uniq)}
             for i in todo:
                 result[i] = row[keys[i]]
-            if cache is not None:
+            if cache is not None and (not sharded or distributed.is_main()):
                 cache.put(list(uniq), vecs)
             self._remember(list(uniq), vecs)
         progress(stage, 1.0)

@@ -34,9 +34,11 @@ from medfuse.notes.embed import (
     NoteEmbedder,
     combine_windows,
     encode_windows,
+    make_batches,
     tokenize_windows,
 )
-from medfuse.notes.text import DEFAULT_TEMPLATE, build_texts
+from medfuse.notes.lines import LineEncoder
+from medfuse.notes.text import DEFAULT_TEMPLATE, NoteTexts, build_texts, segments, template_fields
 from medfuse.progress import ProgressFn, no_progress
 
 # tried in order; the first set whose names all occur among the model's linear layers is used
@@ -88,8 +90,11 @@ class FineTuneResult:
     max_length: int
     stride: int
     target_modules: list[str]
+    unit: str = "text"
+    fields: list[str] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
+    best_val_macro_auprc: float | None = None
     best_val_macro_f1: float | None = None
     autocast: bool = False
 
@@ -97,16 +102,22 @@ class FineTuneResult:
         """Embed with the in-memory fine-tuned model (same vectors as ``embed-notes --adapter`` on the saved run)."""
         return NoteEmbedder.from_backbone(self.backbone, self.pooling, self.max_length, self.stride, normalize)
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Head probabilities ``[N, n_labels]``."""
+    def predict_inputs(self, inputs: TextInputs | LineInputs, batch_size: int = 64) -> np.ndarray:
+        """Head probabilities ``[N, n_labels]`` of prepared inputs."""
         import torch
 
-        with cpu_autocast(self.autocast):
-            x = self.embedder(normalize=False)._compute(texts, no_progress, "predict")
+        bb, out = self.backbone, []
         with torch.inference_mode():
-            w = self.head.weight.detach().float().cpu().numpy()
-            b = self.head.bias.detach().float().cpu().numpy()
-        return 1.0 / (1.0 + np.exp(-(x @ w.T + b)))
+            for start in range(0, len(inputs), batch_size):
+                docs = np.arange(start, min(start + batch_size, len(inputs)))
+                x = inputs.vectors(bb.model, docs, bb.tokenizer.pad_token_id, self.pooling, bb.device, self.autocast)
+                out.append(torch.sigmoid(self.head(x.float())).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.head.out_features), np.float32)
+
+    def predict_proba(self, docs: list) -> np.ndarray:
+        """Head probabilities ``[N, n_labels]`` of texts (``unit = "text"``) or field values (``lines``)."""
+        bb = self.backbone
+        return self.predict_inputs(model_inputs(bb, docs, self.unit, self.max_length, self.stride, self.fields))
 
 
 def macro_f1(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> float:
@@ -115,21 +126,134 @@ def macro_f1(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> float:
     return float(f1_score(y.astype(int), (prob >= threshold).astype(int), average="macro", zero_division=0))
 
 
-def train_lora(backbone: Backbone, train_texts: list[str], y_train: np.ndarray, val_texts: list[str] | None = None,
-               y_val: np.ndarray | None = None, *, pooling: str | None = None, max_length: int | None = None,
-               stride: int = DEFAULT_STRIDE, rank: int = 8, alpha: float = 16.0, dropout: float = 0.05,
-               target_modules: list[str] | None = None, epochs: int = 5, batch_size: int = 8, lr: float = 2e-4,
-               head_lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 2, pos_weight: bool = True,
+def macro_auprc(y: np.ndarray, prob: np.ndarray) -> float:
+    """Mean average precision over the labels that have a positive."""
+    from sklearn.metrics import average_precision_score
+
+    cols = [j for j in range(y.shape[1]) if 0 < y[:, j].sum()]
+    return float(np.mean([average_precision_score(y[:, j], prob[:, j]) for j in cols])) if cols else float("nan")
+
+
+class TextInputs:
+    """Whole templated texts, cut into windows once; a batch's vector per admission is the token-weighted
+    window mean (``notes.unit = "text"``): what ``embed-notes`` computes for an adapter of this unit."""
+
+    unit = "text"
+
+    def __init__(self, tokenizer: Any, texts: list[str], hidden: int, max_length: int, stride: int):
+        self.width = int(hidden)
+        self.ids, doc = tokenize_windows(tokenizer, texts, max_length, stride)
+        self.windows_of: list[list[int]] = [[] for _ in texts]
+        for w, d in enumerate(doc):
+            self.windows_of[d].append(w)
+
+    def __len__(self) -> int:
+        return len(self.windows_of)
+
+    def vectors(self, model: Any, docs: np.ndarray, pad: int, pooling: str, device: Any, autocast: bool):
+        """``[len(docs), hidden]`` (differentiable when grad is on)."""
+        import torch
+
+        wins = [w for d in docs for w in self.windows_of[d]]
+        local = torch.tensor([j for j, d in enumerate(docs) for _ in self.windows_of[d]], device=device)
+        weights = torch.tensor([len(self.ids[w]) for w in wins], device=device, dtype=torch.float32)
+        with cpu_autocast(autocast):
+            vecs = encode_windows(model, [self.ids[w] for w in wins], pad, pooling, device).float()
+        return combine_windows(vecs, weights, local, len(docs))
+
+
+class LineInputs:
+    """Every line of every template field (``notes.unit = "lines"``, :func:`medfuse.notes.text.segments`),
+    each distinct line tokenized once. A batch encodes only its distinct lines (length-bucketed, so
+    short lines are not padded to the longest), L2-normalises them and max-pools them per field: the
+    ``fields x hidden`` max blocks that :class:`~medfuse.notes.lines.LineEncoder` computes, zeros for an
+    absent field."""
+
+    unit = "lines"
+
+    def __init__(self, tokenizer: Any, values: list[dict[str, str | None]], fields: list[str], hidden: int,
+                 max_length: int, stride: int, batch_tokens: int = 4096):
+        index: dict[str, int] = {}
+        line, owner, field = [], [], []
+        for i, v in enumerate(values):
+            for j, f in enumerate(fields):
+                for piece in segments(v.get(f), f):
+                    line.append(index.setdefault(piece, len(index)))
+                    owner.append(i)
+                    field.append(j)
+        self.n, self.fields, self.hidden, self.batch_tokens = len(values), list(fields), int(hidden), int(batch_tokens)
+        self.width = len(self.fields) * self.hidden
+        self.line, self.owner, self.field = (np.asarray(a, dtype=np.int64) for a in (line, owner, field))
+        self.starts = np.searchsorted(self.owner, np.arange(len(values) + 1))  # owners are ascending
+        self.ids, self.window_line = tokenize_windows(tokenizer, list(index), max_length, stride) if index else ([], [])
+        self.windows_of: list[list[int]] = [[] for _ in index]
+        for w, ln in enumerate(self.window_line):
+            self.windows_of[ln].append(w)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def vectors(self, model: Any, docs: np.ndarray, pad: int, pooling: str, device: Any, autocast: bool):
+        """``[len(docs), fields * hidden]`` (differentiable when grad is on)."""
+        import torch
+
+        occ = np.concatenate([np.arange(self.starts[d], self.starts[d + 1]) for d in docs]) if len(docs) else \
+            np.zeros(0, np.int64)
+        slot = np.repeat(np.arange(len(docs)), [self.starts[d + 1] - self.starts[d] for d in docs])
+        lines, line_row = np.unique(self.line[occ], return_inverse=True)
+        wins = [w for ln in lines for w in self.windows_of[ln]]
+        win_row = np.asarray([r for r, ln in enumerate(lines) for _ in self.windows_of[ln]], dtype=np.int64)
+        lengths = np.asarray([len(self.ids[w]) for w in wins], dtype=np.int64)
+        parts, order = [], []
+        with cpu_autocast(autocast):
+            for rows in make_batches(lengths, self.batch_tokens, len(wins)):
+                parts.append(encode_windows(model, [self.ids[wins[r]] for r in rows], pad, pooling, device).float())
+                order.append(rows)
+        width = self.hidden
+        out = torch.zeros(len(docs) * len(self.fields), width, device=device)
+        if not parts:
+            return out.reshape(len(docs), -1)
+        win_vecs = torch.zeros(len(wins), width, device=device).index_copy(
+            0, torch.from_numpy(np.concatenate(order)).to(device), torch.cat(parts))
+        line_vecs = combine_windows(win_vecs, torch.from_numpy(lengths).to(device),
+                                    torch.from_numpy(win_row).to(device), len(lines))
+        line_vecs = torch.nn.functional.normalize(line_vecs, dim=1)
+        target = torch.from_numpy(slot * len(self.fields) + self.field[occ]).to(device)
+        out = out.scatter_reduce(0, target[:, None].expand(-1, width), line_vecs[torch.from_numpy(line_row).to(device)],
+                                 reduce="amax", include_self=False)
+        return out.reshape(len(docs), -1)
+
+
+def model_inputs(backbone: Backbone, docs: list, unit: str, max_length: int, stride: int,
+                 fields: list[str] | None = None) -> TextInputs | LineInputs:
+    """Training inputs of ``unit``: ``docs`` are texts (``text``) or per-admission field values (``lines``)."""
+    if unit == "lines":
+        return LineInputs(backbone.tokenizer, docs, list(fields or []), backbone.hidden_size, max_length, stride)
+    return TextInputs(backbone.tokenizer, docs, backbone.hidden_size, max_length, stride)
+
+
+def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_docs: list | None = None,
+               y_val: np.ndarray | None = None, *, unit: str = "text", fields: list[str] | None = None,
+               pooling: str | None = None, max_length: int | None = None, stride: int = DEFAULT_STRIDE,
+               rank: int = 8, alpha: float = 16.0, dropout: float = 0.05, target_modules: list[str] | None = None,
+               epochs: int = 5, batch_size: int = 8, lr: float = 2e-4, head_lr: float = 1e-3,
+               weight_decay: float = 0.0, patience: int = 2, pos_weight: bool = True, max_minutes: float = 0.0,
                gradient_checkpointing: str | bool = "auto", autocast: str | bool = "auto", seed: int = 0,
                progress: ProgressFn | None = None) -> FineTuneResult:
     """Train LoRA adapters + a linear head in place on ``backbone`` (which becomes a peft model).
 
+    ``unit``: ``text`` (``docs`` are whole texts, windowed) or ``lines`` (``docs`` are dicts of field
+    values; the head reads the per-field max of the normalised line vectors of ``fields``).
+    The learning rates warm up linearly over the first 5% of the steps and decay on a cosine to 0 at
+    ``epochs``; ``max_minutes`` (0 = none) ends training after the epoch that passes it. Early stopping
+    and the kept epoch follow validation macro-AUPRC (``patience`` epochs without a better one).
     ``autocast``: bfloat16 autocast of a float32 model on CPU (``auto``: when the CPU has native bfloat16).
     """
     import torch
     from peft import LoraConfig, get_peft_model
 
     progress = progress or no_progress
+    started = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     pooling = resolve_pooling(pooling, backbone.family)
@@ -148,74 +272,73 @@ def train_lora(backbone: Backbone, train_texts: list[str], y_train: np.ndarray, 
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         model = get_peft_model(net, lcfg)
     backbone.model = model
-    head = torch.nn.Linear(backbone.hidden_size, y_train.shape[1]).to(device)
+    train = model_inputs(backbone, train_docs, unit, max_length, stride, fields)
+    val = model_inputs(backbone, val_docs, unit, max_length, stride, fields) if val_docs else None
+    head = torch.nn.Linear(train.width, y_train.shape[1]).to(device)
     torch.nn.init.zeros_(head.bias)
 
     lora_params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": lora_params, "lr": lr}, {"params": head.parameters(), "lr": head_lr}],
                             weight_decay=weight_decay)
+    steps_per_epoch = max(1, -(-len(train) // batch_size))
+    total_steps = epochs * steps_per_epoch
+    warmup = max(1, total_steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min((t + 1) / warmup, 0.5 * (
+        1 + np.cos(np.pi * min(max(t + 1 - warmup, 0) / max(total_steps - warmup, 1), 1.0)))))
     if pos_weight:
         pos = y_train.sum(0)
         pw = torch.tensor(np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1.0, 100.0), dtype=torch.float32)
     else:
         pw = None
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pw.to(device) if pw is not None else None)
-
-    ids, doc = tokenize_windows(backbone.tokenizer, train_texts, max_length, stride)
-    windows_of: list[list[int]] = [[] for _ in train_texts]
-    for w, d in enumerate(doc):
-        windows_of[d].append(w)
     pad = backbone.tokenizer.pad_token_id
-    steps_per_epoch = max(1, -(-len(train_texts) // batch_size))
-    total_steps = epochs * steps_per_epoch
 
-    result = FineTuneResult(backbone, head, pooling, max_length, int(stride), targets,
-                            autocast=wants_cpu_autocast(backbone, autocast))
-    best_f1, best_state, bad, step = -1.0, None, 0, 0
+    result = FineTuneResult(backbone, head, pooling, max_length, int(stride), targets, unit=unit,
+                            fields=list(fields or []), autocast=wants_cpu_autocast(backbone, autocast))
+    best, best_state, bad, step = -np.inf, None, 0, 0
     for epoch in range(1, epochs + 1):
         model.train()
         head.train()
-        order = rng.permutation(len(train_texts))
+        order = rng.permutation(len(train))
         losses = []
         for start in range(0, len(order), batch_size):
             docs = order[start:start + batch_size]
-            wins = [w for d in docs for w in windows_of[d]]
-            local = torch.tensor([j for j, d in enumerate(docs) for _ in windows_of[d]], device=device)
-            weights = torch.tensor([len(ids[w]) for w in wins], device=device, dtype=torch.float32)
-            with cpu_autocast(result.autocast):
-                vecs = encode_windows(model, [ids[w] for w in wins], pad, pooling, device).float()
-            pooled = combine_windows(vecs, weights, local, len(docs))
-            logits = head(pooled)
+            logits = head(train.vectors(model, docs, pad, pooling, device, result.autocast))
             loss = loss_fn(logits, torch.from_numpy(y_train[docs]).to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(lora_params + list(head.parameters()), 1.0)
             opt.step()
+            sched.step()
             losses.append(float(loss.detach()))
             step += 1
             progress("fine-tune notes", step / total_steps)
-        model.eval()
-        head.eval()
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-        if val_texts:
-            record["val_macro_f1"] = macro_f1(np.asarray(y_val), result.predict_proba(list(val_texts)))
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+                  "seconds": round(time.perf_counter() - started, 1)}
+        if val is not None:
+            prob = result.predict_inputs(val)
+            record["val_macro_auprc"] = macro_auprc(np.asarray(y_val), prob)
+            record["val_macro_f1"] = macro_f1(np.asarray(y_val), prob)
         result.history.append(record)
-        score = record.get("val_macro_f1", -record["train_loss"])
-        if score > best_f1:
-            best_f1, bad, result.best_epoch = score, 0, epoch
+        score = record.get("val_macro_auprc", -record["train_loss"])
+        if score > best:
+            best, bad, result.best_epoch = score, 0, epoch
             best_state = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
                           {k: v.detach().clone() for k, v in head.state_dict().items()})
         else:
             bad += 1
-            if bad >= patience:
-                break
+        if bad >= patience or (max_minutes and time.perf_counter() - started > 60 * max_minutes):
+            break
     if best_state is not None:
         params = dict(model.named_parameters())
         with torch.no_grad():
             for n, v in best_state[0].items():
                 params[n].copy_(v)
         head.load_state_dict(best_state[1])
-    result.best_val_macro_f1 = float(best_f1) if val_texts else None
+    if val is not None:
+        best_record = result.history[result.best_epoch - 1]
+        result.best_val_macro_auprc = best_record["val_macro_auprc"]
+        result.best_val_macro_f1 = best_record["val_macro_f1"]
     model.eval()
     head.eval()
     progress("fine-tune notes", 1.0)
@@ -245,23 +368,28 @@ def load_head(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return head["weight"], head["bias"], list(meta.get("labels", []))
 
 
-def head_probabilities(run_dir: str | Path, texts: list[str], label_names: list[str], cfg: Any = None) -> np.ndarray:
-    """The fine-tuned model's own predictions ``[N, labels]`` (the paper's "fine-tuned language model"
-    baseline): its linear head on the un-normalised pooled vectors of the adapter; a row without text
-    (``""``) gets the head's bias alone."""
+def head_probabilities(run_dir: str | Path, notes: NoteTexts, label_names: list[str], cfg: Any = None) -> np.ndarray:
+    """The fine-tuned model's own predictions ``[N, labels]`` for every admission of ``notes`` (the
+    paper's "fine-tuned language model" baseline): its linear head on what it was trained on, the
+    un-normalised pooled vectors of whole texts (``unit = "text"``) or the per-field max blocks of
+    normalised line vectors (``unit = "lines"``). A row without text gets the head's bias alone."""
+    from medfuse.config import NotesConfig
     from medfuse.notes.pipeline import embedder_from_config
 
     weight, bias, labels = load_head(run_dir)
     if labels and labels != list(label_names):
         raise ValueError(f"{run_dir}: the head predicts {labels}, not {list(label_names)}")
-    from medfuse.config import NotesConfig
-
-    cfg = (cfg or NotesConfig()).model_copy(update={"normalize": False})
-    rows = [i for i, t in enumerate(texts) if t]
-    x = np.zeros((len(texts), weight.shape[1]), np.float32)
-    if rows:
+    meta = json.loads((Path(run_dir) / FINETUNE_CONFIG).read_text())
+    unit = meta.get("unit", "text")
+    cfg = (cfg or NotesConfig()).model_copy(update={"normalize": unit == "lines"})
+    rows = np.flatnonzero(notes.has_text)
+    x = np.zeros((len(notes), weight.shape[1]), np.float32)
+    if len(rows):
         embedder = embedder_from_config(cfg, model=None, adapter=run_dir)
-        x[rows] = embedder.embed([texts[i] for i in rows])
+        if unit == "lines":
+            x[rows] = LineEncoder(embedder, meta["fields"], clusters=0).transform([notes.values[i] for i in rows])
+        else:
+            x[rows] = embedder.embed([notes.texts[i] for i in rows])
     return (1.0 / (1.0 + np.exp(-(x @ weight.T + bias)))).astype(np.float32)
 
 
@@ -285,9 +413,11 @@ def finetune_notes(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None
     model_name = str(model or cfg.model)
     backbone = load_backbone(model_name, cfg.device, cfg.dtype, training=True)
     progress("load model", 1.0)
+    fields = template_fields(template)
+    docs = nt.values if cfg.unit == "lines" else nt.texts
     result = train_lora(
-        backbone, [nt.texts[i] for i in train], y[train], [nt.texts[i] for i in val], y[val],
-        pooling=cfg.pooling, max_length=cfg.max_length or None, stride=cfg.stride, rank=cfg.lora_rank,
+        backbone, [docs[i] for i in train], y[train], [docs[i] for i in val], y[val], unit=cfg.unit, fields=fields,
+        max_minutes=cfg.max_minutes, pooling=cfg.pooling, max_length=cfg.max_length or None, stride=cfg.stride, rank=cfg.lora_rank,
         alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.target_modules or None,
         epochs=cfg.epochs, batch_size=cfg.train_batch_size, lr=cfg.lr, head_lr=cfg.head_lr,
         weight_decay=cfg.weight_decay, patience=cfg.patience, pos_weight=cfg.pos_weight,
@@ -304,11 +434,14 @@ def finetune_notes(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None
         "max_length": result.max_length,
         "stride": result.stride,
         "template": template,
+        "unit": result.unit,
+        "fields": fields if result.unit == "lines" else None,
         "labels": cohort.label_names,
         "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
                  "target_modules": result.target_modules},
         "training": {k: getattr(cfg, k) for k in ("epochs", "train_batch_size", "lr", "head_lr", "weight_decay",
-                                                  "patience", "pos_weight", "gradient_checkpointing", "seed")},
+                                                  "patience", "pos_weight", "max_minutes", "gradient_checkpointing",
+                                                  "seed")},
         "cpu_autocast": result.autocast,
         "device": str(backbone.device),
         "dtype": str(backbone.dtype).replace("torch.", ""),
@@ -316,6 +449,7 @@ def finetune_notes(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None
         "val_admissions": len(val),
         "history": result.history,
         "best_epoch": result.best_epoch,
+        "best_val_macro_auprc": result.best_val_macro_auprc,
         "best_val_macro_f1": result.best_val_macro_f1,
         "seconds": round(time.perf_counter() - t0, 2),
     }

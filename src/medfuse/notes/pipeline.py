@@ -8,8 +8,8 @@ nothing was embedded) and ``embedding`` (fixed-size list of float32; all zeros w
 With ``unit = "lines"`` (the default) every line of every field the template names is embedded on its
 own and pooled per field (:mod:`medfuse.notes.lines`: max-pool plus a bag of line clusters whose
 codebook, fitted on the training split, is saved as ``RUN/line_codebook.safetensors``). With
-``unit = "text"`` the templated text is embedded whole (``hidden`` wide); an adapter from
-``finetune-notes`` always embeds whole texts, the unit it was trained on.
+``unit = "text"`` the templated text is embedded whole (``hidden`` wide). An adapter from
+``finetune-notes`` embeds the unit it was trained on (``finetune_config.json``'s ``unit``).
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ def embedder_from_config(cfg: Any = None, model: str | Path | None = None,
                         stride=cfg.stride, batch_tokens=cfg.batch_tokens or None,
                         batch_size=cfg.batch_size or None, normalize=cfg.normalize, cache_dir=cache,
                         device=cfg.device, dtype=cfg.dtype)
+
+
+def adapter_unit(adapter: str | Path) -> str:
+    """The unit (``text`` or ``lines``) a ``finetune-notes`` run was trained on (``text`` for a bare peft folder)."""
+    meta = Path(adapter) / "finetune_config.json"
+    return json.loads(meta.read_text()).get("unit", "text") if meta.is_file() else "text"
 
 
 def write_note_embeddings(out: str | Path, hadm_ids: np.ndarray, vectors: np.ndarray, missing: np.ndarray,
@@ -104,8 +110,7 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
     nt = build_texts(cohort, template)
     progress("read notes", 1.0)
     embedder = embedder_from_config(cfg, model=model, adapter=adapter)
-    # a fine-tuned adapter learnt on whole texts (finetune-notes), so it embeds whole texts
-    unit = "text" if adapter else cfg.unit
+    unit = adapter_unit(adapter) if adapter else cfg.unit  # an adapter embeds the unit it was trained on
     clusters = cfg.line_clusters
     rows = np.flatnonzero(nt.has_text)
     t1 = time.perf_counter()

@@ -32,6 +32,7 @@ from medfuse.progress import ProgressFn, no_progress
 
 if TYPE_CHECKING:
     from medfuse.data import Cohort
+    from medfuse.notes.text import NoteTexts
     from medfuse.training.inputs import FusionData
 
 HEADLINE = ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")
@@ -75,6 +76,7 @@ def variants(mi_weights: list[float], finetuned: bool = False) -> list[Variant]:
         Variant("MEDFuse w/o MI loss", "ablation", {"kind": "medfuse", "mi_weight": 0.0}),
         Variant("MEDFuse w/o Kronecker term", "ablation", {"kind": "medfuse", "use_kronecker": False}),
         Variant("MEDFuse w/o MLTM pre-training", "ablation", {"kind": "medfuse", "labs_encoder": "scratch"}),
+        Variant("MEDFuse w/o cross-attention", "ablation", {"kind": "medfuse", "use_cross_attention": False}),
     ]
     if finetuned:  # the note-only rows after the note-embedding MLP, frozen MEDFuse after MEDFuse
         notes_only, medfuse = FINETUNED_ROWS[:2], FINETUNED_ROWS[2:]
@@ -140,7 +142,7 @@ class JobInputs:
     cohort: Cohort
     labs_run: Path
     data: FusionData
-    texts: list[str]
+    notes: NoteTexts
     out: Path
     adapter: Path | None = None  # the fine-tuned note model's run (finetune-notes), when the notes used one
     frozen_data: FusionData | None = None  # the fusion inputs with the frozen note model's vectors
@@ -177,11 +179,11 @@ def _train(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray,
     if v.classical == "lightgbm":
         return lightgbm_labs(inputs.cohort, seed=job.seed), round(time.perf_counter() - t0, 2)
     if v.classical == "tfidf":
-        return tfidf_logreg(inputs.cohort, inputs.texts, seed=job.seed), round(time.perf_counter() - t0, 2)
+        return tfidf_logreg(inputs.cohort, inputs.notes.texts, seed=job.seed), round(time.perf_counter() - t0, 2)
     if v.classical == "finetuned_lm":
         from medfuse.notes.finetune import head_probabilities
 
-        prob = head_probabilities(inputs.adapter, inputs.texts, inputs.cohort.label_names, inputs.cfg.notes)
+        prob = head_probabilities(inputs.adapter, inputs.notes, inputs.cohort.label_names, inputs.cfg.notes)
         return prob, round(time.perf_counter() - t0, 2)
     if v.frozen_notes:
         data = inputs.frozen_data
@@ -302,7 +304,7 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
     progress = progress or no_progress
     out = Path(out)
     cohort, labs_run, notes_run, data = run_inputs(cohort_path, out, cfg, progress)
-    inputs = JobInputs(cfg, cohort, labs_run, data, build_texts(cohort, cfg.notes.template).texts, out)
+    inputs = JobInputs(cfg, cohort, labs_run, data, build_texts(cohort, cfg.notes.template), out)
     adapter = json.loads((notes_run / "embed_config.json").read_text()).get("adapter")
     if adapter:  # the paper's configuration: the frozen note model's rows go beside the fine-tuned ones
         inputs.adapter, inputs.frozen_data = Path(adapter), frozen_note_inputs(cohort, labs_run, out, cfg, progress)

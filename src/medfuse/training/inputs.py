@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medfuse import distributed
 from medfuse.config import MedfuseConfig
 from medfuse.data.cohort import LAB_AGGREGATES, Cohort
 from medfuse.progress import ProgressFn
@@ -150,7 +151,7 @@ def ensure_labs_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress:
         if cfg.train.labs_run:
             raise FileNotFoundError(f"{path}: not a pretrain-labs run (no {MODEL_FILE})")
         pretrain(cohort, path, cfg.labs, progress=progress)
-    if not (path / RECONSTRUCTION_FILE).exists():
+    if distributed.is_main() and not (path / RECONSTRUCTION_FILE).exists():
         (path / RECONSTRUCTION_FILE).write_text(json.dumps(reconstruction_table(cohort, path), indent=2))
     return path
 
@@ -200,4 +201,5 @@ def run_inputs(cohort_path: str | Path, run_dir: Path, cfg: MedfuseConfig, progr
     cohort = Cohort(cohort_path)
     labs_run = ensure_labs_run(cohort, run_dir, cfg, progress)
     notes_run = ensure_notes_run(cohort, run_dir, cfg, progress)
+    distributed.barrier()  # under torchrun: rank 0 has written both runs
     return cohort, labs_run, notes_run, load_fusion_data(cohort, labs_run, notes_run)
