@@ -48,6 +48,13 @@ SETTINGS: dict[str, dict] = {
     # lines: distinct lines encoded once per step, max-pooled per field; LoRA rank 16 on query/value
     "lines-lora": {"unit": "lines", "lora_rank": 16, "lora_alpha": 32, "lr": 1e-3, "head_lr": 3e-3,
                    "train_batch_size": 16, "epochs": 8, "patience": 3},
+    # as lines-lora, 32 admissions a step: more lines shared within a step, fewer steps
+    "lines-lora-b32": {"unit": "lines", "lora_rank": 16, "lora_alpha": 32, "lr": 1e-3, "head_lr": 3e-3,
+                       "train_batch_size": 32, "epochs": 8, "patience": 3},
+    # as lines-lora, LoRA on every linear layer of the top 3 of 6 layers only: cheaper steps, more of them
+    "lines-lora-top3": {"unit": "lines", "lora_rank": 16, "lora_alpha": 32, "lr": 1e-3, "head_lr": 3e-3,
+                        "train_batch_size": 16, "epochs": 8, "patience": 3, "lora_layers": 3,
+                        "target_modules": ["query", "key", "value", "dense"]},
     # as lines-lora, LoRA on every linear layer of the attention and feed-forward blocks
     "lines-lora-all": {"unit": "lines", "lora_rank": 16, "lora_alpha": 32, "lr": 1e-3, "head_lr": 3e-3,
                        "train_batch_size": 16, "epochs": 8, "patience": 3,

@@ -78,6 +78,15 @@ VARIANTS = {
     f"MLTM pre-trained {LONG_MLTM['epochs']} epochs": (LONG_MLTM, "lines", {}),
     f"MLTM pre-trained {LONGEST_MLTM['epochs']} epochs": (LONGEST_MLTM, "lines", {}),
     "MLTM fine-tuned end to end": ({}, "lines", {"labs_encoder": "finetune"}),
+    # the paper's configuration around each part: no skip connections (the head sees s_a, s_c, s_b only) ...
+    "no skip connections, w/o Kronecker term": ({}, "lines", {"skip_connections": False, "use_kronecker": False}),
+    "no skip connections, w/o MI loss (lambda 0)": ({}, "lines", {"skip_connections": False, "mi_weight": 0.0}),
+    "no skip connections, w/o cross-attention": ({}, "lines", {"skip_connections": False,
+                                                               "use_cross_attention": False}),
+    # ... and no lab value channels (the labs reach the model through the MLTM encoder only)
+    "no lab value channels, w/o MLTM pre-training": ({}, "lines", {"lab_values": False, "labs_encoder": "scratch"}),
+    f"no lab value channels, MLTM pre-trained {LONGEST_MLTM['epochs']} epochs": (
+        LONGEST_MLTM, "lines", {"lab_values": False}),
 }
 CHECK_VARIANTS = {
     "skip": ["default", "no skip connections"],
@@ -86,9 +95,12 @@ CHECK_VARIANTS = {
     "mask_ratio": ["default", f"MLTM mask {ALT_MASK_RATIO:g}"],
     "note_probe": ["default", "note vector: line-cluster bags only"],
     "parts": ["default", "w/o MLTM pre-training", "w/o Kronecker term", "w/o MI loss (lambda 0)",
-              "w/o cross-attention"],
+              "w/o cross-attention", "no skip connections", "no skip connections, w/o Kronecker term",
+              "no skip connections, w/o MI loss (lambda 0)", "no skip connections, w/o cross-attention"],
     "mltm": ["default", f"MLTM pre-trained {LONG_MLTM['epochs']} epochs",
-             f"MLTM pre-trained {LONGEST_MLTM['epochs']} epochs", "MLTM fine-tuned end to end", "w/o MLTM pre-training"],
+             f"MLTM pre-trained {LONGEST_MLTM['epochs']} epochs", "MLTM fine-tuned end to end", "w/o MLTM pre-training",
+             "no lab value channels", "no lab value channels, w/o MLTM pre-training",
+             f"no lab value channels, MLTM pre-trained {LONGEST_MLTM['epochs']} epochs"],
 }
 
 
@@ -386,13 +398,14 @@ def note_probes(inputs: Inputs) -> dict:
 def mltm_runs(inputs: Inputs, runs: list[dict]) -> dict:
     """Per MLTM run: its pre-training record and its reconstruction of 20% hidden validation values
     (``labs.evaluate.reconstruction_table``: NRMSE of MLTM against the training mean)."""
+    from medfuse.data import Cohort
     from medfuse.labs.evaluate import reconstruction_table
 
-    out = {}
+    out, cohort = {}, Cohort(inputs.cohort)
     for overrides in runs:
         path = inputs.labs(overrides)
         h = json.loads((path / "history.json").read_text())
-        rec = reconstruction_table(inputs.cohort, path, split="val")
+        rec = reconstruction_table(cohort, path, split="val")
         out[mltm_label(inputs.cfg, overrides)] = {
             **{k: h["summary"][k] for k in ("epochs_run", "best_epoch", "stopped_early", "train_seconds",
                                              "train_admissions")},
@@ -451,12 +464,14 @@ QUESTIONS = {
                   "vector against its line-cluster bags alone)?",
     "parts": "Does each MEDFuse part earn its place? MEDFuse against MEDFuse without MLTM pre-training "
              "(`labs_encoder = \"scratch\"`), without the Kronecker term, without the MI loss (lambda 0) and without "
-             "cross-attention; then knock-outs and read-outs of every trained model on validation "
+             "cross-attention; the same without the skip connections (the paper's head, which reads only s_a, s_c "
+             "and s_b); then knock-outs and read-outs of every trained model on validation "
              "(benchmarks/design_parts.py).",
     "mltm": f"Can MLTM pre-training be made to help? Longer pre-training ({LONG_MLTM['epochs']} epochs with early "
             f"stopping, patience 10, and {LONGEST_MLTM['epochs']} epochs, patience {LONGEST_MLTM['patience']}, the "
             "budget of benchmarks/bench_mltm.py, against the demo's 30), the pre-trained encoder fine-tuned end to end "
-            "(`labs_encoder = \"finetune\"`), and no pre-training as the reference.",
+            "(`labs_encoder = \"finetune\"`), and no pre-training as the reference; then the same without the lab "
+            "value channels, where the labs reach the model only through the MLTM encoder (as in the paper).",
 }
 
 

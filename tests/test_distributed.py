@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import ProcessException
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from medfuse.config import LabsConfig, TrainConfig, load_config
@@ -60,8 +62,9 @@ def launch(fn, *args) -> None:
 
 
 def fusion_config(**kw) -> TrainConfig:
-    """No dropout of any kind, no MI term in the loss: a deterministic function of the batch."""
-    return TrainConfig(**{"epochs": 1, "batch_size": 64, "lr": 3e-3, "device": "cpu", "dropout": 0.0,
+    """No dropout of any kind, no MI term in the loss: a deterministic function of the batch. A small learning
+    rate: Adam turns last-bit differences of near-zero gradients into whole steps, which later gradients inherit."""
+    return TrainConfig(**{"epochs": 1, "batch_size": 64, "lr": 3e-4, "device": "cpu", "dropout": 0.0,
                           "modality_dropout": 0.0, "mi_weight": 0.0, "mi_sample": False, **kw})
 
 
@@ -102,6 +105,14 @@ def record_grads(run) -> list[np.ndarray]:
     return seen
 
 
+def lab_encoder():
+    """A small MLTM encoder that trains with the fusion model (its decoder is unused: find_unused_parameters)."""
+    from medfuse.labs.model import MLTM, MLTMConfig
+
+    torch.manual_seed(0)
+    return MLTM(MLTMConfig(n_tests=6, n_aggregates=1, d_model=8, encoder_layers=1, decoder_layers=1, heads=2))
+
+
 def embed_texts() -> list[str]:
     words = ["dyspnea", "edema", "creatinine", "fever", "cough", "infiltrate", "troponin", "chest", "pain",
              "hypertension", "diabetes", "furosemide", "lisinopril", "sepsis", "lactate", "anemia", "hemoglobin"]
@@ -116,6 +127,29 @@ def embedder(tiny_bert, cache):
     # short windows (long texts span several) and small batches (many batches to deal out)
     return NoteEmbedder(tiny_bert, max_length=16, stride=4, batch_size=4, cache_dir=cache, device="cpu",
                         dtype="float32")
+
+
+def notes_config(tiny_bert: Path):
+    return load_config(overrides={"notes": {"model": str(tiny_bert), "cache": False, "unit": "text",
+                                            "device": "cpu", "dtype": "float32"}}).notes
+
+
+def without_dropout(model: Path, out: Path) -> Path:
+    """A copy of a model folder whose config turns the model's own dropout off."""
+    shutil.copytree(model, out)
+    config = json.loads((out / "config.json").read_text())
+    config.update({k: 0.0 for k in config if "dropout" in k and isinstance(config[k], float)})
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def finetune_config(cohort: Path):
+    """LoRA fine-tuning on lines of the tiny BERT without any dropout (model, LoRA) or autocast: a deterministic
+    function of the batch; one epoch."""
+    return load_config(overrides={"notes": {"model": str(cohort / "bert-no-dropout"), "cache": False, "device": "cpu",
+                                            "dtype": "float32", "cpu_autocast": "off", "lora_rank": 4,
+                                            "lora_dropout": 0.0, "epochs": 1, "train_batch_size": 16,
+                                            "lr": 3e-4, "head_lr": 3e-4}}).notes
 
 
 def stress_key(rank: int, i: int, j: int) -> bytes:
@@ -133,12 +167,16 @@ def _job(rank: int, out: Path, cohort: Path, tiny_bert: Path) -> None:
     a ``train`` run that rank 1 leaves after epoch 2 (which ends the job)."""
     from medfuse import distributed
     from medfuse.labs import pretrain
+    from medfuse.notes import embed_cohort
     from medfuse.notes.embed import EmbeddingCache
+    from medfuse.notes.finetune import finetune_notes
     from medfuse.pipeline import train_run
     from medfuse.training.trainer import fit
 
     grads = record_grads(lambda: fit(make_data(190), out / "fusion_grads", fusion_config()))
     np.savez(out / f"fusion_grads_{rank}.npz", *grads)
+    grads = record_grads(lambda: fit(make_data(190), out / "encoder_grads", fusion_config(), lab_encoder()))
+    np.savez(out / f"encoder_grads_{rank}.npz", *grads)
     grads = record_grads(lambda: pretrain(cohort / "cohort", out / "mltm_grads", labs_config(epochs=2)))
     np.savez(out / f"mltm_grads_{rank}.npz", *grads)
 
@@ -151,6 +189,9 @@ def _job(rank: int, out: Path, cohort: Path, tiny_bert: Path) -> None:
     again = embedder(tiny_bert, out / "cache")
     np.savez(out / f"embed_{rank}.npz", first=vectors, again=again.embed(texts))
     (out / f"embed_{rank}.json").write_text(json.dumps({"first": first.last_stats, "again": again.last_stats}))
+    embed_cohort(cohort / "cohort", out / "notes_ddp", notes_config(tiny_bert))  # rank 0 writes the folder
+    grads = record_grads(lambda: finetune_notes(cohort / "cohort", out / "finetune_ddp", finetune_config(cohort)))
+    np.savez(out / f"finetune_grads_{rank}.npz", *grads)
 
     cache = EmbeddingCache(out / "stress", "ns")
     cache.MAX_SHARDS = 3  # both ranks write and merge shards at the same time
@@ -167,32 +208,55 @@ def _job(rank: int, out: Path, cohort: Path, tiny_bert: Path) -> None:
     train_run(cohort / "cohort", out / "killed", run_config(cohort, 4), progress=progress)
 
 
+def once(tmp_path_factory, name: str, make) -> Path:
+    """``make(folder)`` once per test session, pytest-xdist workers included (they share the folder; the
+    others wait on a lock: pytest-xdist's recipe for session fixtures that must run once)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    out = root / name
+    with FileLock(f"{out}.lock"):
+        if not (out / "ready").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            make(out)
+            (out / "ready").touch()
+    return out
+
+
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory, tiny_bert):
     """A synthetic MIMIC-IV cohort with a tiny MLTM run and a tiny-BERT note run (single process)."""
+    return once(tmp_path_factory, "distributed-cohort", lambda root: make_cohort(root, tiny_bert))
+
+
+def make_cohort(root: Path, tiny_bert: Path) -> None:
     from medfuse.data.prepare import prepare_cohort
     from medfuse.data.synth import generate
     from medfuse.labs import pretrain
     from medfuse.notes import embed_cohort
 
-    root = tmp_path_factory.mktemp("dist")
     generate(root / "raw", "mimic4", 300, seed=3)
     prepare_cohort(root / "raw", root / "cohort", load_config(overrides={"prepare": {"source": "mimic4"}}).prepare)
     pretrain(root / "cohort", root / "labs", labs_config())
-    notes = load_config(overrides={"notes": {"model": str(tiny_bert), "cache": False, "unit": "text",
-                                             "device": "cpu", "dtype": "float32"}}).notes
-    embed_cohort(root / "cohort", root / "notes", notes)
-    return root
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks: the reference embeddings are compared bit for bit
+    embed_cohort(root / "cohort", root / "notes", notes_config(tiny_bert))
+    torch.set_num_threads(threads)
+    without_dropout(tiny_bert, root / "bert-no-dropout")
 
 
 @pytest.fixture(scope="module")
 def job(cohort, tiny_bert, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("job")
-    with pytest.raises(mp.ProcessException) as ended:  # rank 1 leaves the last run: the job ends there
+    return once(tmp_path_factory, "distributed-job", lambda out: run_job(out, cohort, tiny_bert))
+
+
+def run_job(out: Path, cohort: Path, tiny_bert: Path) -> None:
+    with pytest.raises(ProcessException) as ended:  # rank 1 leaves the last run: the job ends there
         launch(_job, out, cohort, tiny_bert)
     if not all((out / f"done_{r}").exists() for r in range(WORLD)):
         raise ended.value
-    return out
 
 
 def _grads(path: Path) -> list[np.ndarray]:
@@ -209,15 +273,18 @@ def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 # 1. gradients, 2. full training, 3. embedding and cache
 
 
-@pytest.mark.parametrize("model", ["fusion", "mltm"])
+@pytest.mark.parametrize("model", ["fusion", "encoder", "mltm"])
 def test_two_ranks_of_half_batches_give_the_single_process_gradients(job, cohort, tmp_path, model):
     """2 ranks x b/2 rows (an uneven last batch included) against one process with b rows: both the main
-    model's and the vCLUB estimator's gradients of the first steps (fusion), MLTM's (pre-training)."""
+    model's and the vCLUB estimator's gradients of the first steps (fusion; with an MLTM encoder that trains
+    along), MLTM's (pre-training)."""
     from medfuse.labs import pretrain
     from medfuse.training.trainer import fit
 
     if model == "fusion":
         single = record_grads(lambda: fit(make_data(190), tmp_path, fusion_config()))  # 133 train rows: 64, 64, 5
+    elif model == "encoder":
+        single = record_grads(lambda: fit(make_data(190), tmp_path, fusion_config(), lab_encoder()))
     else:
         single = record_grads(lambda: pretrain(cohort / "cohort", tmp_path, labs_config(epochs=2)))
     ranks = [_grads(job / f"{model}_grads_{r}.npz") for r in range(WORLD)]
@@ -241,7 +308,26 @@ def test_two_rank_training_matches_one_process(job, tmp_path):
     assert two["best_val_macro_auprc"] > 0.6
 
 
-def test_sharded_embedding_is_bit_identical_and_the_cache_consistent(job, tiny_bert):
+def test_two_rank_finetuning_matches_one_process(job, cohort, tiny_bert, tmp_path):
+    """finetune-notes under torchrun: the LoRA + head gradients of the first steps with 2 ranks of b/2
+    admissions equal one process with b, and rank 0 writes the one run folder."""
+    from medfuse.notes.finetune import finetune_notes
+
+    single = record_grads(lambda: finetune_notes(cohort / "cohort", tmp_path / "ft", finetune_config(cohort)))
+    ranks = [_grads(job / f"finetune_grads_{r}.npz") for r in range(WORLD)]
+    assert _max_diff(ranks[0], ranks[1]) == 0.0
+    diff = _max_diff(ranks[0], single)
+    print(f"finetune: max |grad(2 ranks) - grad(1 process)| = {diff:.2e}")
+    assert diff < 1e-5 and max(float(np.abs(g).max()) for g in single) > 1e-3
+    two = json.loads((job / "finetune_ddp" / "finetune_config.json").read_text())
+    one = json.loads((tmp_path / "ft" / "finetune_config.json").read_text())
+    assert two["unit"] == "lines" and abs(two["history"][0]["train_loss"] - one["history"][0]["train_loss"]) < 1e-5
+    assert abs(two["best_val_macro_auprc"] - one["best_val_macro_auprc"]) < 1e-3
+    assert (job / "finetune_ddp" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_sharded_embedding_is_bit_identical_and_the_cache_consistent(job, cohort, tiny_bert):
+    from medfuse.notes import load_note_embeddings
     from medfuse.notes.embed import EmbeddingCache, text_key
 
     texts = embed_texts()
@@ -255,6 +341,10 @@ def test_sharded_embedding_is_bit_identical_and_the_cache_consistent(job, tiny_b
         stats = json.loads((job / f"embed_{r}.json").read_text())
         assert (stats["first"]["computed"], stats["again"]["computed"], stats["again"]["cached"]) == (
             unique, 0, len(texts))
+    # a cohort's note embeddings (embed-notes) too, written once by rank 0
+    for want, got in zip(load_note_embeddings(cohort / "notes"), load_note_embeddings(job / "notes_ddp"), strict=True):
+        assert np.array_equal(want, got)
+    assert sorted(p.name for p in (job / "notes_ddp").iterdir()) == ["embed_config.json", "note_embeddings.parquet"]
     # the shared cache: rank 0 wrote every text once, nothing half-written
     folder = next((job / "cache").iterdir())
     assert len(list(folder.glob("shard-*.safetensors"))) == 1 and not list(folder.glob(".*.tmp"))

@@ -386,14 +386,20 @@ def info(
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="A model bundle folder (`medfuse export`).")],
-    input: Annotated[Path, typer.Option("--input", "-i", help="patients.jsonl, patients.parquet or a cohort folder.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Predictions Parquet file to write.")],
+    input: Annotated[Path, typer.Option(
+        "--input", "-i", help="patients.jsonl, patients.parquet, a cohort folder or a MEDS dataset.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Predictions Parquet file to write (a folder with --format meds).")],
+    format: Annotated[str, typer.Option(
+        "--format", "-f", help="parquet, or meds: one MEDS-Evaluation prediction file per label (MEDS input; "
+        "docs/meds.md).")] = "parquet",
     explain: Annotated[bool, typer.Option(help="Add the labs and note lines behind each positive label.")] = False,
     split: Annotated[str | None, typer.Option(help="With a cohort folder: only this split.")] = None,
     batch_size: Annotated[int, typer.Option(help="Records per prediction chunk (memory is bounded by it).")] = 256,
     cache_dir: Annotated[Path | None, typer.Option(help="Line-embedding cache folder (default: the user cache).")] = None,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Use the line-embedding cache.")] = True,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    config: ConfigOpt = None,
 ) -> None:
     """Predict new patients (docs/predict.md): one output row per record; unreadable records go to errors.jsonl."""
     from medfuse.progress import stage_progress
@@ -402,12 +408,13 @@ def predict(
     from medfuse.serving.bundle import BundleError
     from medfuse.serving.predict import Predictor
 
+    meds = _config(config).prepare.meds
     try:
         predictor = Predictor.load(model, device=device, cache_dir=cache_dir if cache else False)
         with stage_progress() as progress:
             s = predict_file(predictor, input, out, explain=explain, batch_size=batch_size, split=split,
-                             progress=progress)
-    except (BundleError, FileNotFoundError, ValueError) as e:
+                             progress=progress, format=format, meds=meds)
+    except (BundleError, FileNotFoundError, ValueError) as e:  # InputError is a ValueError
         _fail(str(e))
     print_mapping(f"predictions in {s.output}", {
         "records read": f"{s.read:,}", "predicted": f"{s.predicted:,}", "with warnings": f"{s.with_warnings:,}",
@@ -418,19 +425,23 @@ def predict(
 
 @app.command()
 def records(
-    raw: Annotated[Path, typer.Argument(help="Folder with raw MIMIC-style files (e.g. from `medfuse synth`).")],
+    raw: Annotated[Path, typer.Argument(help="Folder with raw MIMIC-style files (e.g. from `medfuse synth`), "
+                                              "or a MEDS dataset.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="patients.jsonl to write.")],
-    source: Annotated[str, typer.Option("--source", "-s", help="mimic3 or mimic4.")] = "mimic3",
+    source: Annotated[str, typer.Option("--source", "-s", help="mimic3, mimic4 or meds.")] = "mimic3",
     limit: Annotated[int | None, typer.Option(help="At most this many admissions.")] = None,
+    config: ConfigOpt = None,
 ) -> None:
-    """Turn raw MIMIC-style files into patient records (JSON Lines) for `predict` and the service."""
+    """Turn raw MIMIC-style files or a MEDS dataset into patient records (JSON Lines) for `predict` and the service."""
     import json
 
     from medfuse.data.raw import InputError
     from medfuse.serving.convert import records_from_raw
 
+    if source not in ("mimic3", "mimic4", "meds"):
+        _fail(f"--source {source!r}: expected mimic3, mimic4 or meds")
     try:
-        rows = records_from_raw(raw, source, limit=limit)
+        rows = records_from_raw(raw, source, limit=limit, meds=_config(config).prepare.meds)
     except InputError as e:
         _fail(str(e))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -160,6 +160,7 @@ class NotesConfig(_Section):
     lora_alpha: float = Field(16.0, gt=0.0)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = []
+    lora_layers: int = Field(0, ge=0)
     epochs: int = Field(5, ge=1)
     train_batch_size: int = Field(8, ge=1)
     lr: float = Field(2e-4, gt=0.0)

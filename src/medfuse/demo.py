@@ -19,7 +19,6 @@ def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None
     import time
 
     from medfuse.data.prepare import prepare_cohort
-    from medfuse.data.synth import generate
     from medfuse.serving import export_bundle
     from medfuse.serving.report import build_report_with_explanations
     from medfuse.training.compare import compare
@@ -28,8 +27,7 @@ def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None
     out = Path(out)
     t0 = time.perf_counter()
     raw, cohort, run, comparison = out / "raw", out / "cohort", out / "run", out / "compare"
-    generate(raw, cfg.synth.format, cfg.synth.admissions, seed=cfg.synth.seed, note_fraction=cfg.synth.note_fraction,
-             progress=progress)
+    synthetic(raw, cfg.synth.format, cfg.synth.admissions, cfg.synth.seed, cfg.synth.note_fraction, progress)
     prepare_cohort(raw, cohort, cfg.prepare.model_copy(update={"source": cfg.synth.format}), overwrite=True,
                    progress=progress)
     train_run(cohort, run, cfg, progress=progress)
@@ -44,18 +42,28 @@ def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def synthetic(out: Path, fmt: str, admissions: int, seed: int, note_fraction: float,
+              progress: ProgressFn | None = None) -> dict:
+    """The synthetic hospital in ``fmt``: the MIMIC-III or MIMIC-IV layout, or (``meds``) a MEDS dataset."""
+    from medfuse.data.meds_write import generate_meds
+    from medfuse.data.synth import generate
+
+    if fmt == "meds":
+        return generate_meds(out, admissions, seed=seed, note_fraction=note_fraction, progress=progress)
+    return generate(out, fmt, admissions, seed=seed, note_fraction=note_fraction, progress=progress)
+
+
 def use_model(out: Path, model: Path, cfg: MedfuseConfig, progress: ProgressFn, n: int = 3) -> list[dict]:
     """Predict and explain ``n`` new synthetic patients (of another seed, written as records to
     ``out/new_patients.jsonl``) through the model bundle ``model``."""
     import json
 
-    from medfuse.data.synth import generate
     from medfuse.serving import PatientRecord, Predictor
     from medfuse.serving.convert import records_from_raw
 
     progress("use the model", 0.0, f"predict {n} new patients")
-    generate(out / "new_raw", cfg.synth.format, 20, seed=cfg.synth.seed + 1000, note_fraction=1.0)
-    rows = records_from_raw(out / "new_raw", cfg.synth.format, limit=n)
+    synthetic(out / "new_raw", cfg.synth.format, 20, cfg.synth.seed + 1000, 1.0)
+    rows = records_from_raw(out / "new_raw", cfg.synth.format, limit=n, meds=cfg.prepare.meds)
     (out / "new_patients.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
     cache = cfg.notes.cache_dir or None if cfg.notes.cache else False
     results = Predictor.load(model, cache_dir=cache).predict([PatientRecord.model_validate(r) for r in rows],

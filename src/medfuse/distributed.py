@@ -106,6 +106,18 @@ def rank_device(device):
     return device
 
 
+def rank_device_name(device: str = "auto") -> str:
+    """A device setting (``auto``, ``cuda``, ``cpu``, ...) for this rank: CUDA becomes ``cuda:LOCAL_RANK`` in a
+    job, anything else is returned as it is."""
+    if not is_distributed():
+        return device
+    import torch
+
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return f"cuda:{local_rank()}"
+    return device
+
+
 def barrier() -> None:
     """Wait until every rank gets here (no-op in a single process)."""
     if is_distributed():
@@ -158,6 +170,16 @@ def shard_slice(n: int) -> slice:
     q, extra = divmod(n, world)
     start = r * q + min(r, extra)
     return slice(start, start + q + (r < extra))
+
+
+def batch_part(rows: np.ndarray) -> tuple[np.ndarray, float]:
+    """This rank's share of a global batch and its loss weight ``world * len(share) / len(rows)``: DDP
+    averages gradients over ranks, so the result is the gradient of the mean loss over the whole batch,
+    uneven last batches included. A rank left without rows takes the first one with weight 0."""
+    part = rows[shard_slice(len(rows))]
+    if not len(part):
+        return rows[:1], 0.0
+    return part, world_size() * len(part) / len(rows)
 
 
 def gather_rows(part: np.ndarray) -> np.ndarray:

@@ -120,7 +120,10 @@ def test_bundle_carries_a_lora_adapter_of_a_llama_model(served, tiny_llama, tmp_
         update={"labs_run": str(root / "run" / "labs")})})
     train_run(root / "cohort", tmp_path / "run", run_cfg)
     embedded = json.loads((tmp_path / "run" / "notes" / "embed_config.json").read_text())
-    assert embedded["adapter"] == str((tmp_path / "run" / "finetune").resolve()) and embedded["unit"] == "text"
+    # the adapter embeds the unit it was fine-tuned on
+    assert embedded["adapter"] == str((tmp_path / "run" / "finetune").resolve()) and embedded["unit"] == notes_cfg.unit
+    finetuned = json.loads((tmp_path / "run" / "finetune" / "finetune_config.json").read_text())
+    assert finetuned["unit"] == notes_cfg.unit
     export_bundle(tmp_path / "run", tmp_path / "model")
     files = json.loads((tmp_path / "model" / "bundle.json").read_text())["files"]
     assert "notes/finetune/adapter/adapter_model.safetensors" in files and "notes/finetune/head.safetensors" in files

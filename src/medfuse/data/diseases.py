@@ -12,6 +12,11 @@ ICD_CODE_REGEX = r"^[A-Z0-9]{3,7}$"
 """What a well-formed MIMIC ICD code looks like (no dot, upper-case); used to drop malformed codes."""
 
 
+def normalized_icd_sql(x: str) -> str:
+    """SQL: an ICD code as the disease prefixes are matched against it (trimmed, no dots, upper case)."""
+    return f"upper(replace(trim({x}), '.', ''))"
+
+
 @dataclass(frozen=True)
 class Disease:
     """One label: a snake_case name, a display title and ICD code prefixes per version."""
@@ -20,6 +25,12 @@ class Disease:
     title: str
     icd9: tuple[str, ...]
     icd10: tuple[str, ...]
+
+    def label_sql(self) -> str:
+        """SQL aggregate over diagnosis rows (``code`` normalised, ``version`` 9 or 10): 1 where one matches."""
+        parts = [f"(version = {v} AND regexp_matches(code, '^({'|'.join(p)})'))"
+                 for v, p in ((9, self.icd9), (10, self.icd10)) if p]
+        return f"max(CASE WHEN {' OR '.join(parts)} THEN 1 ELSE 0 END)::TINYINT AS {self.name}"
 
 
 def load_diseases(path: str | Path | None = None) -> list[Disease]:

@@ -27,7 +27,7 @@ from medfuse import __version__
 from medfuse.atomic import atomic_folder
 from medfuse.config import PrepareConfig, config_hash
 from medfuse.data import transform
-from medfuse.data.diseases import ICD_CODE_REGEX, Disease, load_diseases
+from medfuse.data.diseases import ICD_CODE_REGEX, Disease, load_diseases, normalized_icd_sql
 from medfuse.data.prepare_notes import section_notes
 from medfuse.data.raw import SPECS, InputError, RawFile, csv_relation, locate
 from medfuse.data.sections import ALLOWED_SECTIONS
@@ -230,7 +230,7 @@ class _Pipeline:
         c = self.con
         version = "9" if self.cfg.source == "mimic3" else "TRY_CAST(icd_version AS INTEGER)"
         c.execute(f"""CREATE TABLE diagnoses_raw AS SELECT TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
-            upper(replace(trim(icd_code), '.', '')) AS code, trim(icd_code) AS code_raw, {version} AS version
+            {normalized_icd_sql('icd_code')} AS code, trim(icd_code) AS code_raw, {version} AS version
             FROM {self.read_csv('diagnoses')}""")
         acc = self.start_account("diagnoses", "diagnoses_raw")
         c.execute(f"""CREATE TABLE diagnoses_rows AS SELECT d.*, CASE
@@ -247,12 +247,7 @@ class _Pipeline:
         acc.repaired["normalized_icd_code"] = self.scalar(
             "SELECT count(*) FROM diagnoses_rows WHERE reason IS NULL AND code <> code_raw")
 
-        def match(d: Disease) -> str:
-            parts = [f"(version = {v} AND regexp_matches(code, '^({'|'.join(p)})'))"
-                     for v, p in ((9, d.icd9), (10, d.icd10)) if p]
-            return f"max(CASE WHEN {' OR '.join(parts)} THEN 1 ELSE 0 END)::TINYINT AS {d.name}"
-
-        c.execute(f"""CREATE TABLE labels AS SELECT hadm_id, {', '.join(match(d) for d in diseases)}
+        c.execute(f"""CREATE TABLE labels AS SELECT hadm_id, {', '.join(d.label_sql() for d in diseases)}
             FROM diagnoses_rows WHERE reason IS NULL GROUP BY hadm_id""")
         c.execute("""UPDATE admissions_rows SET reason = 'no_diagnoses'
             WHERE reason IS NULL AND hadm_id NOT IN (SELECT hadm_id FROM labels)""")
@@ -300,7 +295,7 @@ class _Pipeline:
             FROM cohort c JOIN split_of_patient s USING (subject_id)""")
 
     def labs(self) -> None:
-        c, refs = self.con, self.cfg.source != "mimic3"  # MIMIC-III has no reference ranges
+        c, refs = self.con, transform.has_reference_ranges(self.cfg.source)
         c.execute(f"""CREATE TABLE labitems AS SELECT DISTINCT ON (itemid) TRY_CAST(itemid AS INTEGER) AS itemid,
             label, fluid, category FROM {self.read_csv('labitems')} WHERE TRY_CAST(itemid AS INTEGER) IS NOT NULL""")
         # One pass reads the rows, types them, attaches those without HADM_ID by time and gives each its

@@ -43,6 +43,12 @@ AGGREGATES = ("last", "mean", "min", "max")
 Run = Callable[..., object]  # run(sql, stage=None): execute one statement (prepare reports progress on it)
 
 
+def has_reference_ranges(source: str) -> bool:
+    """Whether lab rows of ``source`` may carry reference ranges (and flags): all but MIMIC-III, whose
+    LABEVENTS has none. MEDS is read like MIMIC-IV (the columns are NULL where a dataset lacks them)."""
+    return source != "mimic3"
+
+
 def window_sql(hours_before: float, window_hours: float) -> tuple[str, str]:
     """SQL for ``win_start`` and ``win_end`` over an admission ``a`` (``admittime``, ``dischtime``): labs
     count from ``hours_before`` before admission to discharge, or to ``window_hours`` after admission."""

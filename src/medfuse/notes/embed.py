@@ -400,7 +400,8 @@ class NoteEmbedder:
     @property
     def backbone(self) -> Backbone:
         if self._backbone is None:
-            bb = load_backbone(self.model_path, self.device_name, self.dtype_name)
+            device = distributed.rank_device_name(self.device_name) if self.shard else self.device_name
+            bb = load_backbone(self.model_path, device, self.dtype_name)
             if self.adapter_dir is not None:
                 from peft import PeftModel
 
@@ -517,6 +518,8 @@ class NoteEmbedder:
                 result[i] = row[keys[i]]
             if cache is not None and (not sharded or distributed.is_main()):
                 cache.put(list(uniq), vecs)
+            if sharded and cache is not None:
+                distributed.barrier()  # no rank reads the cache before rank 0 has written these
             self._remember(list(uniq), vecs)
         progress(stage, 1.0)
         self.last_stats.update(cached=int(found.sum()), computed=len(uniq))

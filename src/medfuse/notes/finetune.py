@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from medfuse import distributed
 from medfuse.data.cohort import Cohort
 from medfuse.notes.backbone import Backbone, cpu_native_bf16, folder_identity, load_backbone, resolve_pooling
 from medfuse.notes.embed import (
@@ -102,14 +103,16 @@ class FineTuneResult:
         """Embed with the in-memory fine-tuned model (same vectors as ``embed-notes --adapter`` on the saved run)."""
         return NoteEmbedder.from_backbone(self.backbone, self.pooling, self.max_length, self.stride, normalize)
 
-    def predict_inputs(self, inputs: TextInputs | LineInputs, batch_size: int = 64) -> np.ndarray:
-        """Head probabilities ``[N, n_labels]`` of prepared inputs."""
+    def predict_inputs(self, inputs: TextInputs | LineInputs, docs: np.ndarray | None = None,
+                       batch_size: int = 64) -> np.ndarray:
+        """Head probabilities ``[len(docs), n_labels]`` of prepared inputs (``docs``: indices, default all)."""
         import torch
 
         bb, out = self.backbone, []
+        docs_all = np.arange(len(inputs)) if docs is None else np.asarray(docs)
         with torch.inference_mode():
-            for start in range(0, len(inputs), batch_size):
-                docs = np.arange(start, min(start + batch_size, len(inputs)))
+            for start in range(0, len(docs_all), batch_size):
+                docs = docs_all[start:start + batch_size]
                 x = inputs.vectors(bb.model, docs, bb.tokenizer.pad_token_id, self.pooling, bb.device, self.autocast)
                 out.append(torch.sigmoid(self.head(x.float())).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.head.out_features), np.float32)
@@ -224,6 +227,22 @@ class LineInputs:
         return out.reshape(len(docs), -1)
 
 
+def _tuner(model: Any, head: Any):
+    """The adapted model and its head as one module, so that DistributedDataParallel sees one forward
+    pass per step whatever the number of length buckets a batch is encoded in."""
+    import torch
+
+    class Tuner(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model, self.head = model, head
+
+        def forward(self, inputs, docs, pad, pooling, device, autocast):
+            return self.head(inputs.vectors(self.model, docs, pad, pooling, device, autocast))
+
+    return Tuner()
+
+
 def model_inputs(backbone: Backbone, docs: list, unit: str, max_length: int, stride: int,
                  fields: list[str] | None = None) -> TextInputs | LineInputs:
     """Training inputs of ``unit``: ``docs`` are texts (``text``) or per-admission field values (``lines``)."""
@@ -236,21 +255,30 @@ def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_do
                y_val: np.ndarray | None = None, *, unit: str = "text", fields: list[str] | None = None,
                pooling: str | None = None, max_length: int | None = None, stride: int = DEFAULT_STRIDE,
                rank: int = 8, alpha: float = 16.0, dropout: float = 0.05, target_modules: list[str] | None = None,
-               epochs: int = 5, batch_size: int = 8, lr: float = 2e-4, head_lr: float = 1e-3,
+               lora_layers: int = 0, epochs: int = 5, batch_size: int = 8, lr: float = 2e-4, head_lr: float = 1e-3,
                weight_decay: float = 0.0, patience: int = 2, pos_weight: bool = True, max_minutes: float = 0.0,
                gradient_checkpointing: str | bool = "auto", autocast: str | bool = "auto", seed: int = 0,
                progress: ProgressFn | None = None) -> FineTuneResult:
     """Train LoRA adapters + a linear head in place on ``backbone`` (which becomes a peft model).
 
+    ``lora_layers``: adapt only the top this many transformer layers (0 = all): back-propagation then
+    stops below them, so a step costs less.
     ``unit``: ``text`` (``docs`` are whole texts, windowed) or ``lines`` (``docs`` are dicts of field
     values; the head reads the per-field max of the normalised line vectors of ``fields``).
     The learning rates warm up linearly over the first 5% of the steps and decay on a cosine to 0 at
-    ``epochs``; ``max_minutes`` (0 = none) ends training after the epoch that passes it. Early stopping
-    and the kept epoch follow validation macro-AUPRC (``patience`` epochs without a better one).
+    the last epoch. ``max_minutes`` (0 = none) is a time budget: after each epoch the number of epochs
+    that fit in it is re-estimated from the mean epoch time so far, the cosine is stretched or shrunk to
+    end there, and training stops when the next epoch would not fit. Early stopping and the kept epoch
+    follow validation macro-AUPRC (``patience`` epochs without a better one).
     ``autocast``: bfloat16 autocast of a float32 model on CPU (``auto``: when the CPU has native bfloat16).
+    Under ``torchrun`` (:mod:`medfuse.distributed`) the model and head are one DistributedDataParallel
+    module: every rank takes its share of each global batch (the same shuffle), validation is sharded and
+    gathered, and rank 0's score and time estimate decide for all.
     """
     import torch
     from peft import LoraConfig, get_peft_model
+
+    from medfuse.torch_utils import warmup_cosine
 
     progress = progress or no_progress
     started = time.perf_counter()
@@ -259,15 +287,18 @@ def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_do
     pooling = resolve_pooling(pooling, backbone.family)
     max_length = min(int(max_length), backbone.max_length) if max_length else backbone.max_length
     y_train = np.asarray(y_train, dtype=np.float32)
-    device = backbone.device
-    gpu = str(device).startswith("cuda")
+    device = distributed.rank_device(torch.device(backbone.device))
+    gpu = device.type == "cuda"
 
     net = backbone.model
     if gradient_checkpointing in ("on", True) or (gradient_checkpointing == "auto" and gpu):
         enable = getattr(net, "activation_checkpointing_enable", None) or net.gradient_checkpointing_enable
         enable()
     targets = list(target_modules) if target_modules else default_target_modules(net, backbone.family)
-    lcfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    n_layers = int(getattr(net.config, "num_hidden_layers", 0) or 0)
+    layers = list(range(max(n_layers - lora_layers, 0), n_layers)) if lora_layers and n_layers else None
+    lcfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
+                      layers_to_transform=layers)
     with warnings.catch_warnings():  # peft probes a property transformers 5 deprecates
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         model = get_peft_model(net, lcfg)
@@ -276,15 +307,18 @@ def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_do
     val = model_inputs(backbone, val_docs, unit, max_length, stride, fields) if val_docs else None
     head = torch.nn.Linear(train.width, y_train.shape[1]).to(device)
     torch.nn.init.zeros_(head.bias)
+    tuner = distributed.wrap(_tuner(model, head), device)
 
     lora_params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": lora_params, "lr": lr}, {"params": head.parameters(), "lr": head_lr}],
                             weight_decay=weight_decay)
     steps_per_epoch = max(1, -(-len(train) // batch_size))
-    total_steps = epochs * steps_per_epoch
-    warmup = max(1, total_steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min((t + 1) / warmup, 0.5 * (
-        1 + np.cos(np.pi * min(max(t + 1 - warmup, 0) / max(total_steps - warmup, 1), 1.0)))))
+    plan = {"epochs": epochs}  # the epochs the cosine ends at (shrunk to the time budget after each epoch)
+
+    def lr_factor(t: int) -> float:
+        return warmup_cosine(plan["epochs"] * steps_per_epoch, 0.05)(t)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     if pos_weight:
         pos = y_train.sum(0)
         pw = torch.tensor(np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1.0, 100.0), dtype=torch.float32)
@@ -297,28 +331,30 @@ def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_do
                             fields=list(fields or []), autocast=wants_cpu_autocast(backbone, autocast))
     best, best_state, bad, step = -np.inf, None, 0, 0
     for epoch in range(1, epochs + 1):
-        model.train()
-        head.train()
+        tuner.train()
         order = rng.permutation(len(train))
         losses = []
         for start in range(0, len(order), batch_size):
-            docs = order[start:start + batch_size]
-            logits = head(train.vectors(model, docs, pad, pooling, device, result.autocast))
+            docs, weight = distributed.batch_part(order[start:start + batch_size])
+            logits = tuner(train, docs, pad, pooling, device, result.autocast)
             loss = loss_fn(logits, torch.from_numpy(y_train[docs]).to(device))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight).backward()  # DDP averages over ranks: the gradient of the whole batch's mean
             torch.nn.utils.clip_grad_norm_(lora_params + list(head.parameters()), 1.0)
             opt.step()
             sched.step()
-            losses.append(float(loss.detach()))
+            losses.append(float(loss.detach()) * weight)
             step += 1
-            progress("fine-tune notes", step / total_steps)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)),
-                  "seconds": round(time.perf_counter() - started, 1)}
+            progress("fine-tune notes", step / (plan["epochs"] * steps_per_epoch))
+        tuner.eval()
+        loss = float(distributed.all_reduce_sum([np.mean(losses)])[0]) / distributed.world_size()
+        record = {"epoch": epoch, "train_loss": loss, "seconds": round(time.perf_counter() - started, 1)}
         if val is not None:
-            prob = result.predict_inputs(val)
+            shard = np.arange(len(val))[distributed.shard_slice(len(val))]
+            prob = distributed.gather_rows(result.predict_inputs(val, shard))
             record["val_macro_auprc"] = macro_auprc(np.asarray(y_val), prob)
             record["val_macro_f1"] = macro_f1(np.asarray(y_val), prob)
+        record = distributed.broadcast_object(record)  # rank 0's scores and clock decide on every rank
         result.history.append(record)
         score = record.get("val_macro_auprc", -record["train_loss"])
         if score > best:
@@ -327,7 +363,10 @@ def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_do
                           {k: v.detach().clone() for k, v in head.state_dict().items()})
         else:
             bad += 1
-        if bad >= patience or (max_minutes and time.perf_counter() - started > 60 * max_minutes):
+        if max_minutes:
+            per_epoch = record["seconds"] / epoch
+            plan["epochs"] = max(epoch, min(epochs, int(60 * max_minutes // per_epoch)))
+        if bad >= patience or epoch >= plan["epochs"]:
             break
     if best_state is not None:
         params = dict(model.named_parameters())
@@ -411,7 +450,7 @@ def finetune_notes(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None
     if not len(train):
         raise ValueError("no training admission has a note or lab text")
     model_name = str(model or cfg.model)
-    backbone = load_backbone(model_name, cfg.device, cfg.dtype, training=True)
+    backbone = load_backbone(model_name, distributed.rank_device_name(cfg.device), cfg.dtype, training=True)
     progress("load model", 1.0)
     fields = template_fields(template)
     docs = nt.values if cfg.unit == "lines" else nt.texts
@@ -419,6 +458,7 @@ def finetune_notes(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None
         backbone, [docs[i] for i in train], y[train], [docs[i] for i in val], y[val], unit=cfg.unit, fields=fields,
         max_minutes=cfg.max_minutes, pooling=cfg.pooling, max_length=cfg.max_length or None, stride=cfg.stride, rank=cfg.lora_rank,
         alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.target_modules or None,
+        lora_layers=cfg.lora_layers,
         epochs=cfg.epochs, batch_size=cfg.train_batch_size, lr=cfg.lr, head_lr=cfg.head_lr,
         weight_decay=cfg.weight_decay, patience=cfg.patience, pos_weight=cfg.pos_weight,
         gradient_checkpointing=cfg.gradient_checkpointing, autocast=cfg.cpu_autocast, seed=cfg.seed,
@@ -438,7 +478,7 @@ def finetune_notes(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None
         "fields": fields if result.unit == "lines" else None,
         "labels": cohort.label_names,
         "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
-                 "target_modules": result.target_modules},
+                 "target_modules": result.target_modules, "layers": cfg.lora_layers or "all"},
         "training": {k: getattr(cfg, k) for k in ("epochs", "train_batch_size", "lr", "head_lr", "weight_decay",
                                                   "patience", "pos_weight", "max_minutes", "gradient_checkpointing",
                                                   "seed")},
@@ -453,6 +493,8 @@ def finetune_notes(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None
         "best_val_macro_f1": result.best_val_macro_f1,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    save_finetuned(result, out, meta)
+    if distributed.is_main():
+        save_finetuned(result, out, meta)
+    distributed.barrier()
     meta["out"] = str(Path(out))
     return meta

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medfuse import distributed
 from medfuse.data.cohort import Cohort
 from medfuse.notes.embed import NoteEmbedder
 from medfuse.notes.lines import LineEncoder
@@ -120,7 +121,8 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
         if len(rows):
             vectors[rows] = lines.fit_transform([nt.values[i] for i in rows], nt.split[rows] == "train", progress)
         Path(out).mkdir(parents=True, exist_ok=True)
-        lines.save(out)
+        if distributed.is_main():
+            lines.save(out)
     else:
         vectors = np.zeros((len(nt), embedder.dim), dtype=np.float32)
         if len(rows):
@@ -154,9 +156,12 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
         "long_texts": int(stats.get("long_texts", 0)),
         "embed_seconds": round(embed_s, 3),
     }
-    path = write_note_embeddings(out, nt.hadm_ids, vectors, ~nt.has_text, nt.split, config)
-    config["seconds"] = round(time.perf_counter() - t0, 3)
-    config["output"] = str(path)
-    (Path(out) / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
+    path = Path(out) / EMBEDDINGS_FILE
+    if distributed.is_main():  # under torchrun every rank holds the same vectors; rank 0 writes them
+        write_note_embeddings(out, nt.hadm_ids, vectors, ~nt.has_text, nt.split, config)
+        config["seconds"] = round(time.perf_counter() - t0, 3)
+        config["output"] = str(path)
+        (Path(out) / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
+    distributed.barrier()
     progress("embed notes", 1.0)
     return config

@@ -32,7 +32,7 @@ class Vocabulary:
 
     lab_tests: pa.Table  # the cohort's lab_tests table: key, itemid, label, unit, median, scale, ...
     labels: list[str]
-    source: str  # mimic3 or mimic4: whether reference ranges flag abnormal results
+    source: str  # the training cohort's source: whether reference ranges flag abnormal results
     hours_before_admission: float
     window_hours: float
     clip: float
@@ -160,7 +160,7 @@ def records_to_cohort(records: list[PatientRecord], vocab: Vocabulary, con=None)
             SELECT a.row, a.row AS hadm_id, a.row AS subject_id, a.admittime, a.dischtime,
               CASE WHEN a.open THEN a.admittime ELSE {win_start} END AS win_start,
               CASE WHEN a.open THEN a.dischtime ELSE {win_end} END AS win_end FROM a""")
-        refs = vocab.source == "mimic4"
+        refs = transform.has_reference_ranges(vocab.source)
         con.execute("DROP TABLE IF EXISTS unit_pairs")  # never one left by an earlier call that failed
         con.register("record_labs", _lab_rows(records, vocab, warnings))
         transform.create_lab_observations(con, "record_labs", refs)

@@ -128,16 +128,6 @@ def rank_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, distributed.rank(), epoch]).generate_state(1)[0])
 
 
-def batch_part(rows: np.ndarray) -> tuple[np.ndarray, float]:
-    """This rank's share of a global batch and its loss weight ``world * len(share) / len(rows)``: DDP
-    averages gradients over ranks, so the result is the gradient of the mean loss over the whole batch,
-    uneven last batches included. A rank left without rows takes the first one with weight 0."""
-    part = rows[distributed.shard_slice(len(rows))]
-    if not len(part):
-        return rows[:1], 0.0
-    return part, distributed.world_size() * len(part) / len(rows)
-
-
 def fit(data: FusionData, run_dir: str | Path, cfg: TrainConfig, lab_encoder: nn.Module | None = None,
         resume: bool = False, progress: ProgressFn | None = None, stage: str = "train") -> dict:
     """Train, keep the best epoch's weights in ``run_dir/model.safetensors``; returns a summary.
@@ -195,7 +185,7 @@ def fit(data: FusionData, run_dir: str | Path, cfg: TrainConfig, lab_encoder: nn
         order = train_rows[torch.randperm(len(train_rows), generator=shuffle).numpy()]
         sums = {"bce": 0.0, "mi": 0.0, "estimator": 0.0}  # batch means, summed over steps (and ranks)
         for step in range(steps_per_epoch):
-            rows, weight = batch_part(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+            rows, weight = distributed.batch_part(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
             share = weight / world  # this rank's share of the batch mean
             out = model(data.tensors(rows, device))
             if est_opt is not None:
