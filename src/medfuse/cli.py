@@ -408,9 +408,9 @@ def predict(
     from medfuse.serving.bundle import BundleError
     from medfuse.serving.predict import Predictor
 
-    meds = _config(config).prepare.meds
     try:
         predictor = Predictor.load(model, device=device, cache_dir=cache_dir if cache else False)
+        meds = _config(config).prepare.meds if config else predictor.meds_config()
         with stage_progress() as progress:
             s = predict_file(predictor, input, out, explain=explain, batch_size=batch_size, split=split,
                              progress=progress, format=format, meds=meds)

@@ -203,3 +203,9 @@ dropout = [0.1]
     assert manifest["source"] == "meds" and manifest["notes_status"] == "present"
     assert (tmp_path / "demo" / "new_patients.jsonl").read_text().count("\n") == 3
     assert "new patients, predicted through the model bundle" in result.output
+    # the bundle keeps the [prepare.meds] mapping its cohort was read with, for predict --format meds
+    from medfuse.config import MedsConfig
+
+    predictor = Predictor.load(tmp_path / "demo" / "run" / "model", cache_dir=False)
+    assert predictor.bundle["transform"]["meds"] == manifest["config"]["meds"]
+    assert predictor.meds_config() == MedsConfig.model_validate(manifest["config"]["meds"])

@@ -159,6 +159,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False)
                 "lab_normalization": manifest["lab_normalization"],
                 "sections": {name: list(spellings) for name, spellings in ALLOWED_SECTIONS.items()},
                 "unit_conversions": "resources/unit_conversions.csv (medfuse " + __version__ + ")",
+                # how the training MEDS dataset's codes were mapped: predict --format meds reads new data the same way
+                "meds": prepare.get("meds") if manifest["source"] == "meds" else None,
             },
             "text_model": {k: embed.get(k) for k in (
                 "model", "model_identity", "adapter_identity", "family", "pooling", "max_length", "stride",

@@ -103,6 +103,12 @@ class Predictor:
             lines.load(self.path / "notes")
         return embedder, lines
 
+    def meds_config(self):
+        """The ``[prepare.meds]`` mapping the training cohort was read with (MEDS-trained bundles), else the default."""
+        from medfuse.config import MedsConfig
+
+        return MedsConfig.model_validate(self.bundle["transform"].get("meds") or {})
+
     def card(self) -> dict:
         """The model card as JSON."""
         return card(self.bundle)
