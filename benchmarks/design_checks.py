@@ -22,7 +22,8 @@ Checks (``--only NAME``, repeatable; the other checks keep their last result in 
 * ``mltm``: candidates to make MLTM pre-training help (longer pre-training, the encoder fine-tuned end to
   end), the MLTM runs' validation reconstruction and token probes, and what the pre-training set holds.
 
-    .venv/bin/python benchmarks/design_checks.py                 # all checks (about 75 min on 2 busy cores)
+    .venv/bin/python benchmarks/design_checks.py                 # all checks (about 1.5 h on 2 busy cores, 2 h
+                                                                  # when the 600-epoch MLTM is trained here)
     .venv/bin/python benchmarks/design_checks.py --only skip     # one check
     .venv/bin/python benchmarks/design_checks.py --render-only   # the .md again, from the .json
 

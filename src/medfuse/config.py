@@ -91,6 +91,7 @@ class PrepareConfig(_Section):
     window_hours: float = Field(0.0, ge=0.0)  # labs up to ADMITTIME + this many hours; 0 = the whole stay
     notes_dir: str = ""  # MIMIC-IV-Note folder when it is not under the raw folder; empty = the raw folder
     memory_limit: str = "3GB"
+    temp_directory: str = ""  # DuckDB spill folder (a sub-folder per run); empty = inside the cohort being written
     threads: int = Field(0, ge=0)
     meds: MedsConfig = MedsConfig()
 

@@ -5,6 +5,7 @@ A run folder (``medfuse train COHORT --out RUN``) holds:
 ``run.json``          cohort, lab and note runs used, the full configuration, ``world_size`` and ``backend``
 ``labs/``             the MLTM run (``pretrain-labs``), unless ``train.labs_run`` names one
 ``notes/``            the note-embedding run (``embed-notes``), unless ``train.notes_run`` names one
+``inputs/``           the fusion inputs as memory-mapped .npy files (rebuilt when a run they came from changes)
 ``model.safetensors`` best weights; ``checkpoint.safetensors`` the last epoch's full state
 ``history.json``      per-epoch BCE, MI estimate, validation macro-AUPRC
 ``thresholds.json``   per-label decision thresholds tuned on the validation split
@@ -28,11 +29,11 @@ THRESHOLDS_FILE = "thresholds.json"
 
 
 def load_run_data(run_dir: Path):
-    """``(FusionData, run.json content)`` of a trained run."""
-    from medfuse.training.inputs import load_fusion_data
+    """``(FusionData, run.json content)`` of a trained run (its inputs memory-mapped from ``RUN/inputs``)."""
+    from medfuse.training.inputs import STORE_DIR, load_fusion_data
 
     info = json.loads((run_dir / RUN_FILE).read_text())
-    return load_fusion_data(info["cohort"], info["labs_run"], info["notes_run"]), info
+    return load_fusion_data(info["cohort"], info["labs_run"], info["notes_run"], store=run_dir / STORE_DIR), info
 
 
 def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, resume: bool = False,

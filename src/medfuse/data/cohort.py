@@ -7,6 +7,7 @@ The layout is documented in docs/data.md. Every table is keyed by ``hadm_id`` an
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SPLITS = ("train", "val", "test")
+READ_BUFFER_BYTES = 8 * 2**20  # Parquet pages are read through a buffer this big, not a whole column chunk at once
 LAB_AGGREGATES = ("last", "mean", "min", "max")
 
 
@@ -45,6 +47,15 @@ class Cohort:
             t = self._tables[name]
             return t.select(columns) if columns is not None else t
         return pq.read_table(self.path / f"{name}.parquet", columns=columns)
+
+    def pieces(self, name: str, columns: list[str], rows: int) -> Iterator[pa.Table]:
+        """One of the tables ``rows`` rows at a time, in row order (the last piece shorter), read from disk
+        piece by piece: memory bounded by the piece, not the table."""
+        if self._tables is not None:
+            t = self._tables[name].select(columns)
+            yield from (t.slice(start, rows) for start in range(0, t.num_rows, rows))
+            return
+        yield from parquet_pieces(self.path / f"{name}.parquet", columns, rows)
 
     @property
     def label_names(self) -> list[str]:
@@ -109,3 +120,21 @@ class Cohort:
         """Robust z-scores -> original units."""
         s = self.lab_tests
         return z * s.column("scale").to_numpy() + s.column("median").to_numpy()
+
+
+def parquet_pieces(path: str | Path, columns: list[str], rows: int) -> Iterator[pa.Table]:
+    """A Parquet file's ``columns``, ``rows`` rows at a time in row order (the last piece shorter, none for an
+    empty file); pages are decoded as they are needed, so memory is bounded by the piece."""
+    file = pq.ParquetFile(path, buffer_size=READ_BUFFER_BYTES, pre_buffer=False)
+    pending: list[pa.RecordBatch] = []
+    have = 0
+    for batch in file.iter_batches(batch_size=rows, columns=columns):
+        pending.append(batch)
+        have += batch.num_rows
+        while have >= rows:  # row-group ends cut batches short: re-cut them to exactly ``rows``
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            pending, have = rest.to_batches(), rest.num_rows
+    if have:
+        yield pa.Table.from_batches(pending)

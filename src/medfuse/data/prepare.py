@@ -92,7 +92,9 @@ class _Pipeline:
         import duckdb
 
         self.raw, self.work, self.cfg, self.progress = raw, work, cfg, progress
-        settings = {"memory_limit": cfg.memory_limit, "temp_directory": str(work / ".spill"),
+        self.spill = Path(cfg.temp_directory) / work.name if cfg.temp_directory else work / ".spill"
+        self.spill.mkdir(parents=True, exist_ok=True)
+        settings = {"memory_limit": cfg.memory_limit, "temp_directory": str(self.spill),
                     "preserve_insertion_order": False}
         if cfg.threads:
             settings["threads"] = cfg.threads
@@ -425,7 +427,7 @@ def prepare_cohort(
         p.stage("write", lambda: rows.update(p.write(work, diseases)))
         sizes, prevalence = p.summary(diseases)
         p.con.close()
-        shutil.rmtree(work / ".spill", ignore_errors=True)
+        shutil.rmtree(p.spill, ignore_errors=True)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "source": cfg.source,

@@ -95,8 +95,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False)
     from medfuse.labs.train import VOCAB_FILE
     from medfuse.notes.lines import CODEBOOK_FILE
     from medfuse.notes.pipeline import CONFIG_FILE as EMBED_CONFIG
-    from medfuse.pipeline import RUN_FILE, THRESHOLDS_FILE, evaluate_run
-    from medfuse.training.inputs import aligned_note_embeddings, note_statistics
+    from medfuse.pipeline import RUN_FILE, THRESHOLDS_FILE, evaluate_run, load_run_data
     from medfuse.training.trainer import MODEL_CONFIG_FILE, MODEL_FILE
 
     run_dir, out = Path(run_dir), Path(out)
@@ -125,8 +124,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False)
                             ignore=shutil.ignore_patterns("checkpoint*", "*.log"))
         from safetensors.numpy import save_file
 
-        note, missing = aligned_note_embeddings(cohort, notes_run)
-        mean, std = note_statistics(note, missing, cohort.split)
+        data = load_run_data(run_dir)[0]  # the run's inputs: the standardisation training applied
+        mean, std = data.note_mean, data.note_std
         save_file({"mean": np.ascontiguousarray(mean, np.float32), "std": np.ascontiguousarray(std, np.float32)},
                   str(work / "notes" / STANDARDISATION_FILE))
 
