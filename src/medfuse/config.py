@@ -163,6 +163,7 @@ class NotesConfig(_Section):
     target_modules: list[str] = []
     lora_layers: int = Field(0, ge=0)
     epochs: int = Field(5, ge=1)
+    schedule_epochs: int = Field(0, ge=0)
     train_batch_size: int = Field(8, ge=1)
     lr: float = Field(2e-4, gt=0.0)
     head_lr: float = Field(1e-3, gt=0.0)

@@ -2,7 +2,7 @@
 
 A run folder (``medfuse train COHORT --out RUN``) holds:
 
-``run.json``          cohort, lab and note runs used, the full configuration, ``world_size`` and ``backend``
+``run.json``          cohort, lab and note runs used, the full configuration, ``world_size``, ``backend``, ``device``
 ``labs/``             the MLTM run (``pretrain-labs``), unless ``train.labs_run`` names one
 ``notes/``            the note-embedding run (``embed-notes``), unless ``train.notes_run`` names one
 ``inputs/``           the fusion inputs as memory-mapped .npy files (rebuilt when a run they came from changes)
@@ -52,7 +52,8 @@ def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, 
     cohort, labs_run, notes_run, data = run_inputs(cohort_path, run_dir, cfg, progress)
     info = {"cohort": str(cohort.path.resolve()), "labs_run": str(labs_run.resolve()),
             "notes_run": str(notes_run.resolve()), "config": cfg.model_dump(mode="json"),
-            "world_size": distributed.world_size(), "backend": distributed.backend()}
+            "world_size": distributed.world_size(), "backend": distributed.backend(),
+            "device": str(distributed.rank_device(resolve_device(cfg.train.device)))}  # rank 0's
     if distributed.is_main():
         (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2))
     summary = fit(data, run_dir, cfg.train, lab_encoder(cfg.train.labs_encoder, labs_run, cfg.train.seed),

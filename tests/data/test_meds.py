@@ -2,8 +2,8 @@
 
 The synthetic hospital written as MIMIC-IV CSVs and as MEDS (same seed) must give the same cohort; so must
 the real MIMIC-IV demo and its conversion. Variants in the vocabularies MEDS datasets use in the wild
-(dotted ``ICD10CM/...`` codes, ``visit_id``, a ``unit`` column, diagnoses only through ``parent_codes``)
-must give it too, and a folder that is not MEDS is refused with the file and column named.
+(dotted ``ICD10CM/...`` codes, ``visit_id``, a ``unit`` column, diagnoses only through ``parent_codes``, lab
+tests coded in LOINC or with LOINC parents) must give it too, and a folder that is not MEDS is refused with the file and column named.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 
 from medfuse.cli import app
 from medfuse.config import ConfigError, load_config
+from medfuse.data import meds as meds_reader
+from medfuse.data.meds import NON_INTEGER_TEST_BASE, lab_itemids, surrogate_itemid
 from medfuse.data.meds_write import DATA_SCHEMA, generate_meds, mimic4_to_meds
 from medfuse.data.prepare import prepare_cohort
 from medfuse.data.raw import InputError
@@ -204,6 +206,162 @@ def test_other_vocabularies_give_the_same_cohort(synth, tmp_path, variant):
         assert events["diagnosis_by_parent_code"] == events["diagnosis"] == dx["read"]
     if variant == "visit_id_and_unit_column":
         assert manifest["tables"]["labevents"] == base["tables"]["labevents"]
+
+
+def test_lab_itemids_are_a_function_of_the_test():
+    """Integer test ids are the itemid; any other gets a surrogate that does not depend on the other tests."""
+    assert surrogate_itemid("2160-0") == 1_069_806_301  # pinned: cohorts and bundles of earlier runs rely on it
+    ids, collisions = lab_itemids(["50912", "0042", "42", "2160-0", "LOINC/2160-0", "1000000001", "1000000000"])
+    assert collisions == 0
+    assert ids["50912"] == 50912 and ids["0042"] == ids["42"] == 42 and ids["1000000000"] == NON_INTEGER_TEST_BASE
+    assert ids["2160-0"] == surrogate_itemid("2160-0") != ids["LOINC/2160-0"] == surrogate_itemid("LOINC/2160-0")
+    assert ids["1000000001"] == surrogate_itemid("1000000001")  # above the base: numbered as a non-integer id
+    for test in ("2160-0", "LOINC/2160-0", "1000000001"):
+        assert NON_INTEGER_TEST_BASE < ids[test] < 2**31
+    assert lab_itemids(["718-7", "2160-0"])[0]["2160-0"] == ids["2160-0"]  # another dataset: the same itemid
+
+
+def test_colliding_surrogates_stay_apart(monkeypatch):
+    monkeypatch.setattr(meds_reader, "SURROGATE_SPACE", 8)
+    tests = [f"T{i}" for i in range(8)]
+    ids, collisions = lab_itemids(tests)
+    assert sorted(ids.values()) == list(range(NON_INTEGER_TEST_BASE + 1, NON_INTEGER_TEST_BASE + 9))
+    moved = [t for t in tests if ids[t] != surrogate_itemid(t)]  # its surrogate taken by a test sorted before
+    assert collisions == len(moved) >= 8 - len({surrogate_itemid(t) for t in tests}) > 0
+    assert lab_itemids(list(reversed(tests))) == (ids, collisions)  # the order given does not matter
+
+
+def fake_loinc(itemid: str) -> str:
+    """SQL: a LOINC-style code (``50912-2``) for a MIMIC itemid."""
+    return f"({itemid} || '-' || (TRY_CAST({itemid} AS INTEGER) % 10))"
+
+
+ITEMID = "split_part(code, '//', 3)"
+IS_LAB = "code LIKE 'LAB//RESULT//%'"
+UNIT = f"CASE WHEN {IS_LAB} THEN NULLIF(split_part(code, '//', 4), 'UNK') END"
+LOINC_VARIANTS = {  # (the lab code, [prepare.meds] keys, what the test group holds before the LOINC code)
+    # OMOP-derived MEDS: LOINC/2160-0 with the unit in a column of its own
+    "loinc_code_and_unit_column": (
+        f"'LOINC/' || {fake_loinc(ITEMID)}",
+        {"lab_code": "^LOINC/(?P<test>.+)$", "lab_unit_column": "unit"}, ""),
+    # LAB//LOINC/2160-0//mg/dL: a LOINC code in the ETL's lab code, the unit still in the code
+    "loinc_in_lab_code": (
+        f"'LAB//LOINC/' || {fake_loinc(ITEMID)} || '//' || split_part(code, '//', 4)",
+        {"lab_code": "^LAB//(?P<test>LOINC/[^/]+)//(?P<unit>.*)$"}, "LOINC/"),
+}
+
+
+def loinc_meds(src, dst, variant: str) -> tuple[dict, str]:
+    """A copy of ``src`` with every lab code in LOINC (``LOINC_VARIANTS``); its [prepare.meds] keys and test prefix."""
+    lab, keys, prefix = LOINC_VARIANTS[variant]
+    unit = f", {UNIT} AS unit" if "lab_unit_column" in keys else ""
+    rewrite(src, dst, f"SELECT * EXCLUDE (code), CASE WHEN {IS_LAB} THEN {lab} ELSE code END AS code{unit} FROM events",
+            f"SELECT DISTINCT ON (code) * REPLACE (CASE WHEN {IS_LAB} THEN {lab} ELSE code END AS code) FROM codes "
+            "ORDER BY code, itemid")
+    return keys, prefix
+
+
+@pytest.mark.parametrize("variant", list(LOINC_VARIANTS))
+def test_loinc_coded_labs_give_the_same_cohort(synth, tmp_path, variant):
+    """Every lab code rewritten to LOINC (descriptions in codes.parquet): the integer-coded cohort, test by test."""
+    root, _, _, base = synth
+    keys, prefix = loinc_meds(root / "meds", tmp_path / "meds", variant)
+    manifest = prepare_meds(tmp_path / "meds", tmp_path / "c", **keys)
+    a, b = root / "meds_cohort", tmp_path / "c"
+    for t in ("admissions", "labels", "splits", "notes"):
+        assert pq.read_table(a / f"{t}.parquet").equals(pq.read_table(b / f"{t}.parquet")), t
+    assert manifest["tables"] == base["tables"]  # every lab row read, used and dropped for the same reason
+    text_a, text_b = pq.read_table(a / "lab_text.parquet"), pq.read_table(b / "lab_text.parquet")
+    assert text_a.drop_columns("text").equals(text_b.drop_columns("text"))
+    # the same abnormal results; tests measured in as many training admissions are listed in itemid order
+    def items(t):
+        return [sorted(x.removeprefix("Abnormal labs: ").removesuffix(".").split("; ")) for x in t.column("text").to_pylist()]
+
+    assert items(text_a) == items(text_b)
+    tests = pq.read_table(a / "lab_tests.parquet").to_pylist()
+    test_of = {r["itemid"]: f"{prefix}{r['itemid']}-{r['itemid'] % 10}" for r in tests}  # the test group
+    itemid = {k: surrogate_itemid(v) for k, v in test_of.items()}  # the mapping, test by test
+    surrogates = manifest["meds"]["lab_test_ids"]["surrogate_itemids"]
+    assert {v: surrogates[v] for v in test_of.values()} == {test_of[k]: itemid[k] for k in test_of}
+    assert manifest["meds"]["lab_test_ids"]["surrogate_collisions"] == 0
+    mapped = sorted(({**r, "itemid": itemid[r["itemid"]], "key": f"lab_{itemid[r['itemid']]}"} for r in tests),
+                    key=lambda r: r["itemid"])
+    got = pq.read_table(b / "lab_tests.parquet").to_pylist()
+    assert sorted(got, key=lambda r: r["itemid"]) == mapped  # labels from the descriptions, units, statistics
+    labs_a, labs_b = pq.read_table(a / "labs.parquet"), pq.read_table(b / "labs.parquet")
+    renamed = {f"lab_{k}__": f"lab_{v}__" for k, v in itemid.items()}
+    names = [next((n.replace(k, v) for k, v in renamed.items() if n.startswith(k)), n) for n in labs_a.column_names]
+    assert sorted(names) == sorted(labs_b.column_names)
+    for name, new in zip(labs_a.column_names, names, strict=True):
+        x, y = labs_a[name], labs_b[new]
+        if name.endswith("__mean"):  # sums in another order
+            np.testing.assert_allclose(x.to_numpy(zero_copy_only=False), y.to_numpy(zero_copy_only=False), rtol=1e-9)
+        else:
+            assert x.equals(y), name
+
+
+def test_loinc_coded_labs_reach_a_model_by_label(synth, tmp_path):
+    """Serving reads a test with a surrogate itemid by its label: LOINC-coded MEDS gives a model trained on the
+    integer-coded hospital, or on the LOINC-coded one, the same lab features as integer-coded MEDS does."""
+    from medfuse.serving.convert import records_from_raw
+    from medfuse.serving.features import Vocabulary, records_to_cohort
+    from medfuse.serving.records import PatientRecord
+
+    root = synth[0]
+    keys, _ = loinc_meds(root / "meds", tmp_path / "meds", "loinc_code_and_unit_column")
+    prepare_meds(tmp_path / "meds", tmp_path / "c", **keys)
+    default = load_config().prepare.meds
+
+    def labs(raw, cohort, **meds_keys):
+        vocab = Vocabulary(pq.read_table(cohort / "lab_tests.parquet"), ["x"], "meds", 24.0, 0.0, 5.0)
+        records = records_from_raw(raw, "meds", limit=60, meds=default.model_copy(update=meds_keys))
+        return records_to_cohort([PatientRecord.model_validate(r) for r in records], vocab)[0].table("labs")
+
+    integer = labs(root / "meds", root / "meds_cohort")
+    assert sum(integer.column(n).null_count < 30 for n in integer.column_names if n.endswith("__last")) > 30
+    assert labs(tmp_path / "meds", root / "meds_cohort", **keys).equals(integer)
+    loinc = labs(tmp_path / "meds", tmp_path / "c", **keys)
+
+    def renamed(name):  # lab_50912__mean -> lab_<surrogate of 50912-2>__mean
+        test, _, agg = name.removeprefix("lab_").partition("__")
+        return name if not agg else f"lab_{surrogate_itemid(f'{test}-{int(test) % 10}')}__{agg}"
+
+    assert integer.rename_columns([renamed(n) for n in integer.column_names]).select(loinc.column_names).equals(loinc)
+
+
+def test_loinc_in_the_lab_code_needs_its_lab_code(synth, tmp_path):
+    """``LAB//LOINC/2160-0//mg/dL`` is not a default lab code: its events are counted as unused, never lost."""
+    root, _, _, base = synth
+    creatinine = "code LIKE 'LAB//RESULT//50912//%'"
+    rewrite(root / "meds", tmp_path / "meds", f"SELECT * REPLACE (CASE WHEN {creatinine} THEN "
+            "'LAB//LOINC/2160-0//' || split_part(code, '//', 4) ELSE code END AS code) FROM events")
+    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{root}/meds/data/*/*.parquet') WHERE {creatinine}"
+                   ).fetchall()[0][0]
+    manifest = prepare_meds(tmp_path / "meds", tmp_path / "c")
+    assert manifest["meds"]["unused_events"]["LAB"] == n > 1000
+    assert manifest["tables"]["labevents"]["read"] == base["tables"]["labevents"]["read"] - n
+    assert "lab_50912" not in pq.read_table(tmp_path / "c" / "lab_tests.parquet").column("key").to_pylist()
+
+
+def test_loinc_parents_of_local_lab_codes(synth, tmp_path):
+    """Local lab codes with their LOINC code only in parent_codes: the local ids stay, the parent is recorded,
+    and a local code without description is labelled by its parent's."""
+    root, _, _, _ = synth
+    parent = f"['LOINC/' || {fake_loinc(ITEMID)}]"
+    rewrite(root / "meds", tmp_path / "meds", "SELECT * FROM events",
+            f"""SELECT code, CASE WHEN {IS_LAB} THEN NULL ELSE description END AS description,
+                  CASE WHEN {IS_LAB} THEN {parent} ELSE parent_codes END AS parent_codes, itemid, fluid, category
+                FROM codes
+                UNION ALL SELECT DISTINCT ON (p) {parent}[1] AS p, description, NULL, NULL, NULL, NULL FROM codes
+                WHERE {IS_LAB} AND description IS NOT NULL ORDER BY ALL""")
+    manifest = prepare_meds(tmp_path / "meds", tmp_path / "c")
+    assert_same_cohort(root / "meds_cohort", tmp_path / "c")  # the same itemids and labels
+    recorded = manifest["meds"]["lab_test_ids"]
+    assert recorded["surrogate_itemids"] == {}
+    tests = pq.read_table(tmp_path / "c" / "lab_tests.parquet").column("itemid").to_pylist()
+    assert {int(k): v for k, v in recorded["parent_codes"].items() if int(k) in tests} == {
+        i: f"LOINC/{i}-{i % 10}" for i in tests}
+    assert recorded["tests"] == len(recorded["parent_codes"])
 
 
 def test_real_mimic4_demo_through_meds(mimic4_demo, mimic4_cohort, tmp_path):

@@ -11,6 +11,7 @@ unchanged. Events are read out of core with ``read_parquet(..., union_by_name=tr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ TABLE_KINDS = {"patients": ("birth", "sex"), "admissions": ("admission_start",),
 one admission per start event (its end and race events are joined to it), one row per other event."""
 MAX_UNUSED_PREFIXES = 100
 NON_INTEGER_TEST_BASE = 1_000_000_000
-"""A lab test id that is not an integer (``LOINC/2160-0``) becomes itemid 1,000,000,001 onwards, in sorted order."""
+"""Lab test ids that are integers up to this are the itemid; any other test (``2160-0``) gets a surrogate above it."""
+SURROGATE_SPACE = 2**30
+"""Surrogate itemids lie in ``NON_INTEGER_TEST_BASE + 1 ... NON_INTEGER_TEST_BASE + SURROGATE_SPACE`` (< 2**31)."""
 
 _COLUMNS = {
     "patients": ("subject_id", "gender", "dob", "anchor_age", "anchor_year"),
@@ -130,6 +133,7 @@ class MedsDataset:
     events: dict[str, int] = field(default_factory=dict)
     unused: dict[str, int] = field(default_factory=dict)
     birth_precision: str = ""
+    lab_test_ids: dict = field(default_factory=dict)
 
     # -- the events ---------------------------------------------------------------------------
     def _column(self, name: str, sql_type: str) -> str:
@@ -239,13 +243,7 @@ class MedsDataset:
         self.unused = {p: int(n) for p, n in unused[:MAX_UNUSED_PREFIXES]}
         if len(unused) > MAX_UNUSED_PREFIXES:
             self.unused["(other prefixes)"] = int(sum(n for _, n in unused[MAX_UNUSED_PREFIXES:]))
-        con.execute(f"""CREATE OR REPLACE TABLE meds_lab_tests AS
-            WITH t AS (SELECT test, arg_max(description, n) AS label, arg_max(fluid, n) AS fluid,
-                         arg_max(category, n) AS category FROM meds_codes WHERE kind = 'lab' AND test IS NOT NULL
-                       GROUP BY test)
-            SELECT test, COALESCE(TRY_CAST(test AS INTEGER), {NON_INTEGER_TEST_BASE} + row_number() OVER (
-                PARTITION BY TRY_CAST(test AS INTEGER) IS NULL ORDER BY test))::INTEGER AS itemid,
-              COALESCE(label, test) AS label, fluid, category FROM t""")
+        self._lab_tests(con)
         births = self.events["birth"]
         self.birth_precision = self.cfg.birth_precision
         if self.birth_precision == "auto":
@@ -255,6 +253,32 @@ class MedsDataset:
         for name in _COLUMNS:
             con.execute(f"CREATE OR REPLACE TABLE rej_{name} (error_type VARCHAR, line BIGINT)")  # no parser rejects
         self._make_files(con)
+
+    def _lab_tests(self, con) -> None:
+        """Tables ``meds_lab_tests (test, itemid)`` and ``meds_labitems (itemid, label, fluid, category,
+        parent_code)``: each lab test's itemid (:func:`lab_itemids`), and per itemid the description, fluid,
+        category and first parent code of its most frequent code; without a description, the label is the
+        parent code's description, else the test id."""
+        tests = [t for (t,) in con.execute(
+            "SELECT DISTINCT test FROM meds_codes WHERE kind = 'lab' AND test IS NOT NULL ORDER BY test").fetchall()]
+        ids, collisions = lab_itemids(tests)
+        con.register("lab_ids", pa.table({"test": pa.array(tests, pa.string()),
+                                          "itemid": pa.array([ids[t] for t in tests], pa.int32())}))
+        con.execute("CREATE OR REPLACE TABLE meds_lab_tests AS SELECT test, itemid FROM lab_ids")
+        con.unregister("lab_ids")
+        con.execute(f"""CREATE OR REPLACE TABLE meds_labitems AS
+            WITH t AS (SELECT i.itemid, arg_max(k.description, k.n) AS description, arg_max(k.fluid, k.n) AS fluid,
+                         arg_max(k.category, k.n) AS category, arg_max(k.parent_codes[1], k.n) AS parent_code,
+                         arg_max(k.test, k.n) AS test
+                       FROM meds_codes k JOIN meds_lab_tests i USING (test) WHERE k.kind = 'lab' GROUP BY i.itemid)
+            SELECT t.itemid, COALESCE(t.description, p.description, t.test) AS label, t.fluid, t.category,
+              t.parent_code
+            FROM t LEFT JOIN {self._code_metadata()} p ON p.code = t.parent_code""")
+        surrogates = {t: ids[t] for t in tests if ids[t] > NON_INTEGER_TEST_BASE}
+        parents = con.execute("SELECT itemid, parent_code FROM meds_labitems WHERE parent_code IS NOT NULL "
+                              "ORDER BY itemid").fetchall()
+        self.lab_test_ids = {"tests": len(set(ids.values())), "surrogate_itemids": surrogates,
+                          "surrogate_collisions": collisions, "parent_codes": {str(i): p for i, p in parents}}
 
     def _make_files(self, con) -> None:
         data = self.root / "data"
@@ -298,7 +322,7 @@ class MedsDataset:
             return (f"(SELECT e.subject_id, e.adm_id AS hadm_id, k.icd_code, k.icd_version "
                     f"FROM {self._of_kind('diagnosis')})")
         if name == "labitems":
-            return "(SELECT itemid, label, fluid, category FROM meds_lab_tests)"
+            return "(SELECT itemid, label, fluid, category FROM meds_labitems)"
         if name == "labevents":
             # numeric_value is float32 in MEDS: a text_value holding the same number gives it in full precision,
             # else the shortest decimal that rounds to the float32 (0.01, not 0.009999999776482582)
@@ -355,8 +379,38 @@ class MedsDataset:
                                                   "meds_version") if self.dataset.get(k) is not None}
         return {"dataset": meta, "data_files": len(self.data_files), "codes_metadata": self.codes_file is not None,
                 "subject_splits": self.splits_file is not None, "birth_precision": self.birth_precision,
-                "events": self.events, "unused_events": self.unused}
+                "events": self.events, "unused_events": self.unused, "lab_test_ids": self.lab_test_ids}
 
+
+def surrogate_itemid(test: str) -> int:
+    """The itemid of a lab test id that is not an integer: ``NON_INTEGER_TEST_BASE + 1 +`` (the first 8 bytes
+    of the SHA-256 of its UTF-8 text, big-endian) mod ``SURROGATE_SPACE``. A function of the test alone, so a
+    test has the same itemid in every dataset and every run."""
+    digest = hashlib.sha256(test.encode("utf-8")).digest()
+    return NON_INTEGER_TEST_BASE + 1 + int.from_bytes(digest[:8], "big") % SURROGATE_SPACE
+
+
+def lab_itemids(tests: list[str]) -> tuple[dict[str, int], int]:
+    """Each lab test id's itemid, and how many tests did not get their own surrogate (a collision).
+
+    A test of ASCII digits up to ``NON_INTEGER_TEST_BASE`` is its own itemid (``0042`` and ``42`` are one
+    test); any other gets :func:`surrogate_itemid`. Tests whose surrogates collide are taken in sorted order:
+    the first keeps it, each later one the next free id (wrapping within the range)."""
+    ids: dict[str, int] = {}
+    taken: set[int] = set()
+    collisions = 0
+    for test in sorted(tests):
+        if test.isascii() and test.isdigit() and int(test) <= NON_INTEGER_TEST_BASE:
+            ids[test] = int(test)
+            continue
+        itemid = surrogate_itemid(test)
+        if itemid in taken:
+            collisions += 1
+            while itemid in taken:
+                itemid = NON_INTEGER_TEST_BASE + 1 + (itemid - NON_INTEGER_TEST_BASE) % SURROGATE_SPACE
+        taken.add(itemid)
+        ids[test] = itemid
+    return ids, collisions
 
 
 def read_meds(root: str | Path, cfg: MedsConfig) -> MedsDataset:

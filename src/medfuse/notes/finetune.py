@@ -255,8 +255,8 @@ def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_do
                y_val: np.ndarray | None = None, *, unit: str = "text", fields: list[str] | None = None,
                pooling: str | None = None, max_length: int | None = None, stride: int = DEFAULT_STRIDE,
                rank: int = 8, alpha: float = 16.0, dropout: float = 0.05, target_modules: list[str] | None = None,
-               lora_layers: int = 0, epochs: int = 5, batch_size: int = 8, lr: float = 2e-4, head_lr: float = 1e-3,
-               weight_decay: float = 0.0, patience: int = 2, pos_weight: bool = True, max_minutes: float = 0.0,
+               lora_layers: int = 0, epochs: int = 5, schedule_epochs: int = 0, batch_size: int = 8,
+               lr: float = 2e-4, head_lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 2, pos_weight: bool = True, max_minutes: float = 0.0,
                gradient_checkpointing: str | bool = "auto", autocast: str | bool = "auto", seed: int = 0,
                progress: ProgressFn | None = None) -> FineTuneResult:
     """Train LoRA adapters + a linear head in place on ``backbone`` (which becomes a peft model).
@@ -266,10 +266,10 @@ def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_do
     ``unit``: ``text`` (``docs`` are whole texts, windowed) or ``lines`` (``docs`` are dicts of field
     values; the head reads the per-field max of the normalised line vectors of ``fields``).
     The learning rates warm up linearly over the first 5% of the steps and decay on a cosine to 0 at
-    the last epoch. ``max_minutes`` (0 = none) is a time budget: after each epoch the number of epochs
-    that fit in it is re-estimated from the mean epoch time so far, the cosine is stretched or shrunk to
-    end there, and training stops when the next epoch would not fit. Early stopping and the kept epoch
-    follow validation macro-AUPRC (``patience`` epochs without a better one).
+    ``schedule_epochs`` (0 = ``epochs``; longer keeps the rate high in a short run). ``max_minutes``
+    (0 = none) is a time budget: after each epoch, training stops when the mean epoch time says the next
+    would not fit. Early stopping and the kept epoch follow validation macro-AUPRC (``patience`` epochs
+    without a better one).
     ``autocast``: bfloat16 autocast of a float32 model on CPU (``auto``: when the CPU has native bfloat16).
     Under ``torchrun`` (:mod:`medfuse.distributed`) the model and head are one DistributedDataParallel
     module: every rank takes its share of each global batch (the same shuffle), validation is sharded and
@@ -313,12 +313,8 @@ def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_do
     opt = torch.optim.AdamW([{"params": lora_params, "lr": lr}, {"params": head.parameters(), "lr": head_lr}],
                             weight_decay=weight_decay)
     steps_per_epoch = max(1, -(-len(train) // batch_size))
-    plan = {"epochs": epochs}  # the epochs the cosine ends at (shrunk to the time budget after each epoch)
-
-    def lr_factor(t: int) -> float:
-        return warmup_cosine(plan["epochs"] * steps_per_epoch, 0.05)(t)
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine((schedule_epochs or epochs) * steps_per_epoch, 0.05))
+    plan = epochs  # epochs to run: shrunk to what fits the time budget after each epoch
     if pos_weight:
         pos = y_train.sum(0)
         pw = torch.tensor(np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1.0, 100.0), dtype=torch.float32)
@@ -345,7 +341,7 @@ def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_do
             sched.step()
             losses.append(float(loss.detach()) * weight)
             step += 1
-            progress("fine-tune notes", step / (plan["epochs"] * steps_per_epoch))
+            progress("fine-tune notes", step / (plan * steps_per_epoch))
         tuner.eval()
         loss = float(distributed.all_reduce_sum([np.mean(losses)])[0]) / distributed.world_size()
         record = {"epoch": epoch, "train_loss": loss, "seconds": round(time.perf_counter() - started, 1)}
@@ -363,10 +359,9 @@ def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_do
                           {k: v.detach().clone() for k, v in head.state_dict().items()})
         else:
             bad += 1
-        if max_minutes:
-            per_epoch = record["seconds"] / epoch
-            plan["epochs"] = max(epoch, min(epochs, int(60 * max_minutes // per_epoch)))
-        if bad >= patience or epoch >= plan["epochs"]:
+        if max_minutes:  # the next epoch must fit: stop when the mean epoch time says it would not
+            plan = max(epoch, min(epochs, int(60 * max_minutes // (record["seconds"] / epoch))))
+        if bad >= patience or epoch >= plan:
             break
     if best_state is not None:
         params = dict(model.named_parameters())
@@ -458,7 +453,7 @@ def finetune_notes(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None
         backbone, [docs[i] for i in train], y[train], [docs[i] for i in val], y[val], unit=cfg.unit, fields=fields,
         max_minutes=cfg.max_minutes, pooling=cfg.pooling, max_length=cfg.max_length or None, stride=cfg.stride, rank=cfg.lora_rank,
         alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.target_modules or None,
-        lora_layers=cfg.lora_layers,
+        lora_layers=cfg.lora_layers, schedule_epochs=cfg.schedule_epochs,
         epochs=cfg.epochs, batch_size=cfg.train_batch_size, lr=cfg.lr, head_lr=cfg.head_lr,
         weight_decay=cfg.weight_decay, patience=cfg.patience, pos_weight=cfg.pos_weight,
         gradient_checkpointing=cfg.gradient_checkpointing, autocast=cfg.cpu_autocast, seed=cfg.seed,
@@ -479,7 +474,7 @@ def finetune_notes(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None
         "labels": cohort.label_names,
         "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
                  "target_modules": result.target_modules, "layers": cfg.lora_layers or "all"},
-        "training": {k: getattr(cfg, k) for k in ("epochs", "train_batch_size", "lr", "head_lr", "weight_decay",
+        "training": {k: getattr(cfg, k) for k in ("epochs", "schedule_epochs", "train_batch_size", "lr", "head_lr", "weight_decay",
                                                   "patience", "pos_weight", "max_minutes", "gradient_checkpointing",
                                                   "seed")},
         "cpu_autocast": result.autocast,

@@ -226,7 +226,7 @@ def _assemble(cohort: Cohort, note_missing: np.ndarray, fill_note: Callable[[_Ou
     standardisation), then the labs a chunk of admissions at a time; arrays in ``folder`` or in memory."""
     n, keys = len(cohort.hadm_ids), embedder.keys
     chunk = batch_size * max(1, CHUNK_ROWS // batch_size)  # whole MLTM batches: the same as one call
-    d_lab, n_tok, d_note = embedder.d_model, len(embedder.token_names), None
+    d_lab, n_tok = embedder.d_model, len(embedder.token_names)
     outputs: dict[str, _Output] = {}
 
     def output(name: str, shape: tuple[int, ...], dtype) -> _Output:
@@ -234,7 +234,6 @@ def _assemble(cohort: Cohort, note_missing: np.ndarray, fill_note: Callable[[_Ou
         return outputs[name]
 
     note = fill_note(lambda d: output("note", (n, d), np.float32))
-    d_note = note.shape[1]
     progress("fusion inputs", 0.1, f"{n:,} admissions, note vectors copied")
     mean, std = statistics(note, chunk)
     for start in range(0, n, chunk):
