@@ -157,18 +157,18 @@ class NotesConfig(_Section):
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     finetune: bool = False
-    lora_rank: int = Field(8, ge=1)
-    lora_alpha: float = Field(16.0, gt=0.0)
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: float = Field(32.0, gt=0.0)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = []
     lora_layers: int = Field(0, ge=0)
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(3, ge=1)
     schedule_epochs: int = Field(0, ge=0)
-    train_batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-4, gt=0.0)
-    head_lr: float = Field(1e-3, gt=0.0)
+    train_batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    head_lr: float = Field(3e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    patience: int = Field(2, ge=1)
+    patience: int = Field(3, ge=1)
     pos_weight: bool = True
     max_minutes: float = Field(0.0, ge=0.0)
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
