@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from medfuse.cli import app
 from medfuse.data import Cohort
 from medfuse.training.compare import best_baseline, slug
+from tiny_config import tiny_stages
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +30,7 @@ def cohort(tmp_path_factory):
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory, tiny_bert):
     path = tmp_path_factory.mktemp("cfg") / "tiny.toml"
-    path.write_text(f"""
-[labs]
-epochs = 2
-d_model = 32
-encoder_layers = 2
-[notes]
-model = "{tiny_bert}"
-cache = false
+    path.write_text(tiny_stages(tiny_bert) + """
 [train]
 epochs = 4
 device = "cpu"

@@ -25,6 +25,7 @@ from medfuse.data.meds_write import generate_meds
 from medfuse.serving.batch import predict_file
 from medfuse.serving.predict import Predictor
 from medfuse.training.metrics import compute_metrics
+from tiny_config import tiny_stages
 
 SCHEMA = pa.schema([("subject_id", pa.int64()), ("prediction_time", pa.timestamp("us")),
                     ("boolean_value", pa.bool_()), ("predicted_boolean_value", pa.bool_()),
@@ -174,17 +175,11 @@ def test_records_from_meds(predicted, tmp_path):
 def test_demo_runs_on_a_meds_hospital(tiny_bert, tmp_path):
     """``medfuse demo`` with ``synth.format = "meds"``: generate_meds, prepare --source meds, ..., new patients."""
     cfg = tmp_path / "demo.toml"
-    cfg.write_text(f"""
+    cfg.write_text("""
 [synth]
 admissions = 300
 format = "meds"
-[labs]
-epochs = 2
-d_model = 32
-encoder_layers = 2
-[notes]
-model = "{tiny_bert}"
-cache = false
+""" + tiny_stages(tiny_bert) + """
 [train]
 epochs = 2
 device = "cpu"

@@ -1771,7 +1771,7 @@ def _discharge_summary(c: _Cohort, a: int, m3: bool, rng: np.random.Generator) -
     p = c.pat[a]
     male = bool(c.male[p])
     he = "He" if male else "She"
-    age = c.age[a]
+    age = c.age0[p] + (c.admit[a] - c.admit[c.first[p]]) / _YEAR  # c.age[a] without the whole array: O(1)
     age_text = ("[**Age over 90 **]" if m3 else "___") if age > 89 else str(int(age))
     name = ("Mr. " if male else "Ms. ") + (
         f"[**Known lastname {int(rng.integers(100, 9999))}**]" if m3 else "___"
