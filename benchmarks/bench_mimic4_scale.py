@@ -7,17 +7,22 @@ Stages, each in a fresh child process (peak RSS = the child's VmHWM; a watchdog 
   scan           DuckDB's bare ``count(*)`` over hosp/labevents.csv.gz, before and after prepare (the reference)
   prepare        ``medfuse prepare`` with ``[prepare] memory_limit`` (default 3GB) and ``temp_directory`` set
   pretrain-labs  ``medfuse pretrain-labs``, bounded to ``--labs-epochs`` epochs
-  embed-notes    ``medfuse embed-notes`` (line unit, every distinct line embedded once; a fresh content cache)
+  embed-notes    ``medfuse embed-notes`` (line unit, every distinct line embedded once; a fresh content cache),
+                 or with ``--embed-notes bounded`` :func:`embed_notes_bounded`, its bounded-memory prototype
+                 (the command needs ~22 GiB at this size; docs/scaling.md)
   train          ``medfuse train`` with both runs reused, bounded to ``--train-epochs`` epochs: the MLTM
                  reconstruction table, the fusion inputs written to RUN/inputs, training, thresholds
   evaluate       ``medfuse evaluate RUN --split test`` (inputs memory-mapped from RUN/inputs)
 
-A stage whose output exists is not run again (its figures are kept from the previous results file), so the
-script can be re-run after an interruption. Writes benchmarks/results/mimic4_scale.json after every stage
-and prints a table at the end.
+A stage whose output exists is not run again (its figures are kept from the previous results file; ``--only``
+names stages to run again), so the script can be re-run after an interruption. Writes
+benchmarks/results/mimic4_scale.json after every stage and prints a table at the end.
 
-    nohup python benchmarks/bench_mimic4_scale.py > scale.log 2>&1 &      # ~75 min on 2 shared cores
+    nohup python benchmarks/bench_mimic4_scale.py --embed-notes bounded --rss-cap-gib 10 > scale.log 2>&1 &
     python benchmarks/bench_mimic4_scale.py --admissions 20000              # a quick check of the script
+
+About an hour on 2 shared cores and 23 GiB of disk (raw 3.6 GiB, notes 2.5, RUN/inputs 9.8, spill 9.3 at
+its peak, removed after).
 """
 
 from __future__ import annotations

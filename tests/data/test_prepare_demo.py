@@ -137,3 +137,20 @@ def test_splits_are_patient_level_and_train_only_statistics(which, mimic3_cohort
     inside = ok & (np.abs(z) < 5)  # values beyond the clip come back at the clip bound
     assert inside.sum() > 0.9 * ok.sum()
     np.testing.assert_allclose(cohort.denormalize(cohort.normalize(x[inside, None]))[:, 0], x[inside], rtol=1e-5)
+
+
+def test_duckdb_spills_into_temp_directory_and_cleans_up(mimic4_demo, mimic4_cohort, tmp_path):
+    """``[prepare] temp_directory``: DuckDB spills into a run folder of its own there, removed at the end; a small
+    ``memory_limit`` changes no table."""
+    from medfuse.config import load_config
+    from medfuse.data.prepare import prepare_cohort
+
+    spill = tmp_path / "spill"
+    cfg = load_config(overrides={"prepare": {"source": "mimic4", "memory_limit": "256MB",
+                                             "temp_directory": str(spill)}}).prepare
+    manifest = prepare_cohort(mimic4_demo, tmp_path / "cohort", cfg)
+    assert manifest["config"]["temp_directory"] == str(spill) and manifest["config"]["memory_limit"] == "256MB"
+    assert spill.is_dir() and not list(spill.iterdir())
+    for table in ("admissions", "labs", "labels", "splits"):
+        assert pq.read_table(tmp_path / "cohort" / f"{table}.parquet").equals(
+            pq.read_table(mimic4_cohort / f"{table}.parquet")), table

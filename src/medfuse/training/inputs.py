@@ -2,16 +2,15 @@
 note stages are run first where their runs are missing (:func:`run_inputs`).
 
 The inputs are built a chunk of admissions at a time. Training and evaluation write them to ``RUN/inputs/``
-(one ``.npy`` file per array, ``inputs.json``) and read them back through memory maps, a batch's rows at a
-time: at MIMIC-IV size (430,000 admissions) the MLTM tokens alone are 7 GB and the note vectors 3.9 GB,
-which no process holds. The folder is reused while the cohort, the MLTM run and the note run it was built
+(one ``.npy`` file per array, ``inputs.json``), memory-map them and read a batch's rows with ``pread``: at
+MIMIC-IV size (430,000 admissions) the MLTM tokens alone are 5.9 GB and the note vectors 3.9 GB, which no
+process holds. The folder is reused while the cohort, the MLTM run and the note run it was built
 from are unchanged. Prediction builds the same arrays in memory for its small batches.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import shutil
 import tempfile
@@ -32,8 +31,35 @@ STORE_DIR = "inputs"  # RUN/inputs: the fusion inputs of a run, as memory-mapped
 STORE_META = "inputs.json"
 STORE_FORMAT = 1
 CHUNK_ROWS = 8192  # admissions assembled at a time (rounded to a multiple of the MLTM batch size)
-RELEASE_BYTES = 256 * 2**20  # mapped pages are handed back to the page cache after this much has been read
 COMPUTED = ("note", "lab_x", "lab_observed", "lab_tokens", "lab_pooled", "lab_values")  # the arrays a store holds
+
+
+class _RowFile:
+    """Rows of a ``.npy`` file read with ``pread`` into a buffer: the bytes pass through the page cache but never
+    become part of this process's resident set, as pages touched through a memory map do (the kernel maps up to
+    64 kB around every faulting page, so random batches soon map whole files)."""
+
+    def __init__(self, array: np.memmap):
+        self.path, self.offset, self.row_bytes = array.filename, array.offset, array.strides[0]
+        self.fd: int | None = None
+
+    def read(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """``out[k] = array[rows[k]]`` for ascending ``rows``: one read per run of consecutive rows."""
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDONLY)
+        buf, size = memoryview(out).cast("B"), self.row_bytes
+        cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+        for first, stop in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(rows)].tolist()):
+            view, at = buf[first * size : stop * size], self.offset + int(rows[first]) * size
+            while len(view):
+                done = os.preadv(self.fd, [view], at)
+                if not done:
+                    raise OSError(f"{self.path}: file ends before row {rows[stop - 1]}")
+                view, at = view[done:], at + done
+
+    def __del__(self):
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 @dataclass
@@ -48,7 +74,8 @@ class FusionData:
     (``train.lab_values``). ``note`` is standardised with ``note_mean`` / ``note_std``.
 
     The arrays of :data:`COMPUTED` are read-only memory maps of ``RUN/inputs`` (``np.memmap``, an ndarray)
-    or in-memory arrays; :meth:`tensors` reads only the rows of a batch from either.
+    or in-memory arrays; :meth:`tensors` reads only the rows of a batch from either, from the files
+    themselves where the arrays are the store's maps.
     """
 
     hadm_ids: np.ndarray
@@ -65,7 +92,7 @@ class FusionData:
     lab_values: np.ndarray
     note_mean: np.ndarray | None = None
     note_std: np.ndarray | None = None
-    _unreleased: int = field(default=0, repr=False, compare=False)
+    _files: dict = field(default_factory=dict, repr=False, compare=False)  # name -> (the store's map, _RowFile)
 
     @property
     def lab_missing(self) -> np.ndarray:
@@ -77,33 +104,28 @@ class FusionData:
     def tensors(self, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """The model inputs of ``rows`` as tensors on ``device`` (keys match the model's forward).
 
-        Rows are read in ascending order (memory maps read forward) and returned in the order given.
+        Rows are read in ascending order and returned in the order given.
         """
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         ascending = rows[order]
 
-        def take(a: np.ndarray) -> np.ndarray:
-            out = np.empty((len(rows), *a.shape[1:]), dtype=a.dtype)
-            out[order] = a[ascending]
-            self._unreleased += out.nbytes if isinstance(a, np.memmap) else 0
+        def take(name: str) -> np.ndarray:
+            a = getattr(self, name)
+            mapped, file = self._files.get(name, (None, None))
+            if a is mapped:
+                got = np.empty((len(rows), *a.shape[1:]), dtype=a.dtype)
+                file.read(ascending, got)
+            else:
+                got = a[ascending]
+            out = np.empty_like(got)
+            out[order] = got
             return out
 
-        batch = {name: take(getattr(self, name)) for name in COMPUTED}
+        batch = {name: take(name) for name in COMPUTED}
         batch["note_missing"] = self.note_missing[rows]
         batch["lab_missing"] = ~batch["lab_observed"].any(axis=1)
-        if self._unreleased >= RELEASE_BYTES:
-            self.release()
         return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
-
-    def release(self) -> None:
-        """Unmap the pages read so far from this process (they stay in the page cache): the memory maps'
-        share of the resident set stays below :data:`RELEASE_BYTES` however much of the files is read."""
-        for name in COMPUTED:
-            handle = getattr(getattr(self, name), "_mmap", None)  # np.memmap's mmap.mmap (None in views' copies)
-            if handle is not None:
-                handle.madvise(mmap.MADV_DONTNEED)
-        self._unreleased = 0
 
 
 # --- output arrays ---------------------------------------------------------------------------------------
@@ -323,7 +345,8 @@ def _fingerprint(cohort: Cohort, labs_run: Path, embeddings: Path, batch_size: i
 def _open_store(store: Path, cohort: Cohort, note_missing: np.ndarray) -> FusionData:
     meta = json.loads((store / STORE_META).read_text())
     arrays = {name: np.load(store / f"{name}.npy", mmap_mode="r") for name in COMPUTED}
-    return FusionData(hadm_ids=cohort.hadm_ids,
+    files = {name: (a, _RowFile(a)) for name, a in arrays.items()}
+    return FusionData(hadm_ids=cohort.hadm_ids, _files=files,
                       subject_ids=cohort.table("admissions", ["subject_id"]).column("subject_id").to_numpy(),
                       split=cohort.split, y=cohort.labels(), label_names=cohort.label_names,
                       note_missing=note_missing, note_mean=np.asarray(meta["note_mean"], np.float32),
