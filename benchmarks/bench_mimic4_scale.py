@@ -7,18 +7,17 @@ Stages, each in a fresh child process (peak RSS = the child's VmHWM; a watchdog 
   scan           DuckDB's bare ``count(*)`` over hosp/labevents.csv.gz, before and after prepare (the reference)
   prepare        ``medfuse prepare`` with ``[prepare] memory_limit`` (default 3GB) and ``temp_directory`` set
   pretrain-labs  ``medfuse pretrain-labs``, bounded to ``--labs-epochs`` epochs
-  embed-notes    ``medfuse embed-notes`` (line unit, every distinct line embedded once; a fresh content cache),
-                 or with ``--embed-notes bounded`` :func:`embed_notes_bounded`, its bounded-memory prototype
-                 (the command needs ~22 GiB at this size; docs/scaling.md)
+  embed-notes    ``medfuse embed-notes`` (line unit, every distinct line embedded once, admissions 16,384 at
+                 a time; a fresh content cache)
   train          ``medfuse train`` with both runs reused, bounded to ``--train-epochs`` epochs: the MLTM
                  reconstruction table, the fusion inputs written to RUN/inputs, training, thresholds
   evaluate       ``medfuse evaluate RUN --split test`` (inputs memory-mapped from RUN/inputs)
 
 A stage whose output exists is not run again (its figures are kept from the previous results file; ``--only``
-names stages to run again), so the script can be re-run after an interruption. Writes
+names stages to run again; ``--until`` stops after one), so the script can be re-run after an interruption. Writes
 benchmarks/results/mimic4_scale.json after every stage and prints a table at the end.
 
-    nohup python benchmarks/bench_mimic4_scale.py --embed-notes bounded --rss-cap-gib 10 > scale.log 2>&1 &
+    nohup python benchmarks/bench_mimic4_scale.py --rss-cap-gib 10 > scale.log 2>&1 &
     python benchmarks/bench_mimic4_scale.py --admissions 20000              # a quick check of the script
 
 About an hour on 2 shared cores and 23 GiB of disk (raw 3.6 GiB, notes 2.5, RUN/inputs 9.8, spill 9.3 at
@@ -125,11 +124,10 @@ def main() -> None:
     ap.add_argument("--note-fraction", type=float, default=0.767, help="share of admissions with a discharge note")
     ap.add_argument("--labs-epochs", type=int, default=1, help="MLTM epochs (the time bound of pretrain-labs)")
     ap.add_argument("--train-epochs", type=int, default=2, help="fusion epochs (the time bound of train)")
-    ap.add_argument("--embed-notes", choices=["cli", "bounded"], default="cli",
-                    help="the embed-notes CLI, or embed_notes_bounded (a prototype of its bounded-memory version)")
     ap.add_argument("--rss-cap-gib", type=float, default=12.0, help="a child above this RSS is killed")
     ap.add_argument("--work", type=Path, default=None, help="folder for the data (default benchmarks/.cache/...)")
     ap.add_argument("--only", default="", help="comma-separated stages to (re)run; empty = every missing one")
+    ap.add_argument("--until", default="", help="stop after this stage (e.g. prepare: make the data, run nothing else)")
     args = ap.parse_args()
 
     work = args.work or CACHE / f"mimic4-scale-{args.admissions}"
@@ -151,7 +149,14 @@ def main() -> None:
     def stage(key: str, done: bool, code: str, output: Path | None, rows=None, watch=None, bounded: str = ""):
         if done and key not in only and key in previous:
             stages[key] = previous[key]
-            return
+        else:
+            run_and_record(key, code, output, rows, watch, bounded)
+        if key == args.until:
+            write()
+            print(table(stages))
+            sys.exit(0)
+
+    def run_and_record(key: str, code: str, output: Path | None, rows, watch, bounded: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {key} ...", flush=True)
         s = run_stage(key, code, logs / f"{key}.log", cap, watch)
         if output is not None:
@@ -224,14 +229,8 @@ def main() -> None:
         c = json.loads((notes / "embed_config.json").read_text())
         return {k: c[k] for k in ("admissions", "embedded", "lines", "unique_lines", "computed", "cached", "dim")}
 
-    if args.embed_notes == "cli":
-        code = cli("embed-notes", str(cohort), "--out", str(notes), "--config", str(config))
-    else:
-        code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-                f"from bench_mimic4_scale import embed_notes_bounded\n"
-                f"embed_notes_bounded({str(cohort)!r}, {str(notes)!r}, {str(config)!r})\n")
-    stage("embed-notes", (notes / "note_embeddings.parquet").exists(), code, notes, notes_rows,
-          bounded="" if args.embed_notes == "cli" else "bounded prototype (embed_notes_bounded), not the CLI")
+    stage("embed-notes", (notes / "note_embeddings.parquet").exists(),
+          cli("embed-notes", str(cohort), "--out", str(notes), "--config", str(config)), notes, notes_rows)
 
     def train_rows() -> dict:
         h = json.loads((run / "history.json").read_text())
@@ -256,81 +255,6 @@ def main() -> None:
     shutil.rmtree(spill, ignore_errors=True)
     print(table(stages))
     print(f"written {RESULTS / (name + '.json')}")
-
-
-def embed_notes_bounded(cohort_dir: str, out: str, config: str, chunk: int = 16384) -> None:
-    """A prototype of ``embed-notes`` (line unit) in bounded memory: what notes/pipeline.py needs at MIMIC-IV size.
-
-    ``embed_cohort`` holds every admission's line list and several dense ``[N, fields x (hidden + clusters)]``
-    copies (2240 floats = 9 kB per admission each): about 51 kB per admission, 22 GiB at 430,000. Here the
-    admissions go a chunk at a time through the same ``LineEncoder``: pass 1 embeds each chunk's new distinct
-    lines (the content cache keeps them) and keeps the distinct line vectors and the training lines' (line,
-    field) ids for the codebook; the codebook is fitted as ``fit_transform`` fits it; pass 2 encodes each chunk
-    again from the cache and appends it to ``note_embeddings.parquet`` as a row group. The same files and
-    vectors as ``embed_cohort`` (to the float noise of other batch compositions)."""
-    import numpy as np
-    import pyarrow as pa
-
-    from medfuse.config import load_config
-    from medfuse.data.cohort import Cohort
-    from medfuse.notes.lines import LineEncoder
-    from medfuse.notes.pipeline import CONFIG_FILE, EMBEDDINGS_FILE, embedder_from_config
-    from medfuse.notes.text import build_texts, template_fields
-
-    t0 = time.perf_counter()
-    cfg, out = load_config(config).notes, Path(out)
-    cohort = Cohort(cohort_dir)
-    nt = build_texts(cohort, cfg.template)
-    embedder = embedder_from_config(cfg)
-    enc = LineEncoder(embedder, template_fields(cfg.template), cfg.line_clusters, seed=cfg.seed,
-                      max_blocks=cfg.line_max)
-    ids: dict[str, int] = {}
-    distinct, fit_ids, fit_fields, n_lines, computed = [], [], [], 0, 0
-    for start in range(0, len(nt), chunk):
-        part = start + np.flatnonzero(nt.has_text[start : start + chunk])
-        lines = enc.lines([nt.values[i] for i in part])
-        n_lines, computed = n_lines + len(lines.texts), computed + embedder.last_stats.get("computed", 0)
-        first = np.unique(lines.line_id, return_index=True)[1]  # a text of each distinct line of the chunk
-        local = np.empty(len(lines.vectors), np.int64)
-        for u, k in zip(lines.line_id[first], first):
-            local[u] = ids.setdefault(lines.texts[k], len(ids))
-            if local[u] == len(ids) - 1 and len(distinct) < len(ids):
-                distinct.append(lines.vectors[u])
-        train = nt.split[part][lines.owner] == "train"
-        fit_ids.append(local[lines.line_id[train]])
-        fit_fields.append(lines.field[train])
-    unique = np.stack(distinct) if distinct else np.zeros((0, embedder.dim), np.float32)
-    if cfg.line_clusters:
-        enc._fit_codebook(unique, np.concatenate(fit_ids), np.concatenate(fit_fields))
-    del distinct, unique, fit_ids, fit_fields
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{EMBEDDINGS_FILE}.tmp"
-    schema = pa.schema([("hadm_id", pa.int64()), ("split", pa.string()), ("missing", pa.bool_()),
-                        ("embedding", pa.list_(pa.float32(), enc.dim))])
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for start in range(0, len(nt), chunk):
-            stop = min(start + chunk, len(nt))
-            has = nt.has_text[start:stop]
-            block = np.zeros((stop - start, enc.dim), np.float32)
-            if has.any():
-                block[has] = enc.transform([nt.values[i] for i in start + np.flatnonzero(has)])
-            writer.write_table(pa.table({
-                "hadm_id": pa.array(nt.hadm_ids[start:stop].astype(np.int64)),
-                "split": pa.array([str(x) for x in nt.split[start:stop]], pa.string()),
-                "missing": pa.array(~has), "embedding": pa.FixedSizeListArray.from_arrays(pa.array(block.ravel()), enc.dim)},
-                schema=schema))
-    os.replace(tmp, out / EMBEDDINGS_FILE)
-    enc.save(out)
-    settings = embedder.settings()
-    (out / CONFIG_FILE).write_text(json.dumps({
-        "cohort": str(cohort.path.resolve()), "model": embedder.model_name, "model_path": str(embedder.model_path),
-        "adapter": None, **{k: settings[k] for k in ("model_identity", "adapter_identity", "family", "pooling",
-                                                     "max_length", "stride", "normalize", "dtype")},
-        "cache_namespace": embedder.identity, "template": cfg.template, "unit": "lines",
-        "fields": enc.fields, "line_clusters": cfg.line_clusters, "line_max": cfg.line_max, "dim": enc.dim,
-        "admissions": len(nt), "embedded": int(nt.has_text.sum()), "missing": int((~nt.has_text).sum()),
-        "without_note": int((~nt.has_note).sum()), "lines": n_lines, "unique_lines": len(ids), "computed": computed, "cached": len(ids) - computed,
-        "bounded_prototype": True, "seconds": round(time.perf_counter() - t0, 1)}, indent=2, default=str) + "\n")
 
 
 def device() -> dict:

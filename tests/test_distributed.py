@@ -189,7 +189,7 @@ def _job(rank: int, out: Path, cohort: Path, tiny_bert: Path) -> None:
     again = embedder(tiny_bert, out / "cache")
     np.savez(out / f"embed_{rank}.npz", first=vectors, again=again.embed(texts))
     (out / f"embed_{rank}.json").write_text(json.dumps({"first": first.last_stats, "again": again.last_stats}))
-    embed_cohort(cohort / "cohort", out / "notes_ddp", notes_config(tiny_bert))  # rank 0 writes the folder
+    embed_cohort(cohort / "cohort", out / "notes_ddp", notes_config(tiny_bert), chunk=64)  # 5 chunks; rank 0 writes
     grads = record_grads(lambda: finetune_notes(cohort / "cohort", out / "finetune_ddp", finetune_config(cohort)))
     np.savez(out / f"finetune_grads_{rank}.npz", *grads)
 
@@ -242,7 +242,7 @@ def make_cohort(root: Path, tiny_bert: Path) -> None:
     pretrain(root / "cohort", root / "labs", labs_config())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the ranks: the reference embeddings are compared bit for bit
-    embed_cohort(root / "cohort", root / "notes", notes_config(tiny_bert))
+    embed_cohort(root / "cohort", root / "notes", notes_config(tiny_bert), chunk=64)  # 5 chunks, as the ranks
     torch.set_num_threads(threads)
     without_dropout(tiny_bert, root / "bert-no-dropout")
 

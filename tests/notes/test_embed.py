@@ -196,6 +196,63 @@ def test_embed_cohort_lines_max_pools_and_counts_line_clusters(cohort_dir, tiny_
     np.testing.assert_allclose(again.transform([nt.values[i] for i in (0, 5, 17)]), x[[0, 5, 17]], atol=1e-5)
 
 
+@pytest.mark.parametrize("unit", ["lines", "text"])
+def test_embed_cohort_in_chunks_equals_one_pass(cohort_dir, tiny_bert, tmp_path, unit):
+    """Admissions embedded 7 at a time (the bounded-memory path MIMIC-IV size takes): the same file, one
+    row group per chunk, lines seen in an earlier chunk not embedded again, the same counts and codebook."""
+    import pyarrow.parquet as pq
+    from safetensors.numpy import load_file
+
+    from medfuse.config import NotesConfig
+    from medfuse.notes.lines import CODEBOOK_FILE
+
+    cfg = NotesConfig(model=str(tiny_bert), cache=False, dtype="float32", line_clusters=4, unit=unit)
+    whole = embed_cohort(cohort_dir, tmp_path / "whole", cfg)
+    reported = []
+    chunked = embed_cohort(cohort_dir, tmp_path / "chunked", cfg, chunk=7,
+                           progress=lambda stage, f, info="": reported.append((stage, f)))
+    assert pq.ParquetFile(tmp_path / "chunked" / "note_embeddings.parquet").num_row_groups == 9  # ceil(60 / 7)
+    h1, x1, m1 = load_note_embeddings(tmp_path / "whole")
+    h2, x2, m2 = load_note_embeddings(tmp_path / "chunked")
+    np.testing.assert_array_equal(h1, h2)
+    np.testing.assert_array_equal(m1, m2)
+    np.testing.assert_allclose(x2, x1, atol=1e-6)
+    counts = ("admissions", "embedded", "missing", "without_note", "cached", "dim")
+    counts += ("lines", "unique_lines", "computed") if unit == "lines" else ()
+    assert {k: chunked[k] for k in counts} == {k: whole[k] for k in counts}
+    if unit == "lines":  # a line is embedded once whichever chunk it comes back in
+        assert chunked["computed"] == chunked["unique_lines"] < chunked["lines"]
+    else:  # without the content cache a text repeated in another chunk is embedded again
+        assert whole["computed"] < chunked["computed"] <= 59
+    assert chunked["chunk_admissions"] == 7 and chunked["device"] == "cpu" and chunked["world_size"] == 1
+    if unit == "lines":
+        a, b = load_file(str(tmp_path / "whole" / CODEBOOK_FILE)), load_file(str(tmp_path / "chunked" / CODEBOOK_FILE))
+        assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
+    embedding = [f for stage, f in reported if stage == "embed notes"]
+    assert embedding == sorted(embedding) and embedding[-1] == 1.0  # one bar across chunks, never going back
+    assert not list((tmp_path / "chunked").glob(".*.tmp"))
+
+
+def test_embed_cohort_error_leaves_no_file(cohort_dir, tiny_bert, tmp_path, monkeypatch):
+    """A failure after the first chunk was written leaves neither a partial file nor its temporary."""
+    from medfuse.config import NotesConfig
+    from medfuse.notes import pipeline
+
+    calls = []
+
+    def failing(self, texts, progress=None, stage="embed notes"):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise RuntimeError("out of memory on chunk 2")
+        return np.ones((len(texts), 32), np.float32)
+
+    monkeypatch.setattr(pipeline.NoteEmbedder, "embed", failing)
+    cfg = NotesConfig(model=str(tiny_bert), cache=False, unit="text")
+    with pytest.raises(RuntimeError, match="chunk 2"):
+        embed_cohort(cohort_dir, tmp_path / "run", cfg, chunk=20)
+    assert calls == [19, 20] and not list((tmp_path / "run").iterdir())
+
+
 def test_line_codebook_is_fitted_on_the_fit_rows_only(tiny_bert):
     """Training admissions hold 3 distinct past histories, the others 8 more: the codebook has 3 centroids
     and the others' lines are still counted, each in its nearest training cluster."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medfuse.notes.text import DEFAULT_TEMPLATE, build_texts, render, validate_template
+from medfuse.notes.text import DEFAULT_TEMPLATE, build_texts, iter_texts, render, validate_template
 
 
 def test_render_drops_lines_with_empty_placeholders():
@@ -40,6 +40,31 @@ def test_build_texts_masks_and_order(cohort_dir):
     static = build_texts(cohort_dir, "Admission record\n{chief_complaint}\n{lab_text}")
     assert static.texts[2] == "" and not static.has_text[2]
     assert static.texts[0].startswith("Admission record\nAbnormal labs")
+
+
+def test_texts_in_chunks_equal_the_whole_cohort(mimic4_cohort, cohort_dir, tmp_path):
+    """``iter_texts`` (what embed-notes reads a chunk at a time) gives build_texts' admissions in order, on
+    the real MIMIC-IV demo cohort (lab texts) and on notes stored in another order than the cohort's."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    for cohort in (mimic4_cohort, cohort_dir):
+        whole = build_texts(cohort)
+        starts, parts = zip(*iter_texts(cohort, DEFAULT_TEMPLATE, chunk=13), strict=True)
+        assert starts == tuple(range(0, len(whole), 13)) and sum(len(p) for p in parts) == len(whole)
+        assert [t for p in parts for t in p.texts] == whole.texts
+        assert [v for p in parts for v in p.values] == whole.values
+        for mask in ("hadm_ids", "has_text", "has_note", "has_lab_text", "split"):
+            np.testing.assert_array_equal(np.concatenate([getattr(p, mask) for p in parts]), getattr(whole, mask))
+    assert build_texts(mimic4_cohort).has_lab_text.sum() > 100
+
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(cohort_dir, shuffled)
+    notes = pq.read_table(shuffled / "notes.parquet")
+    pq.write_table(notes.take(np.arange(len(notes))[::-1]), shuffled / "notes.parquet")
+    again = [t for _, p in iter_texts(shuffled, DEFAULT_TEMPLATE, chunk=8) for t in p.texts]
+    assert again == build_texts(cohort_dir).texts
 
 
 def test_tfidf_fits_on_train_only(cohort_dir):

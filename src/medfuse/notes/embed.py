@@ -361,6 +361,11 @@ class NoteEmbedder:
             return self._backbone.hidden_size
         return int(self.config.get("hidden_size") or self.config.get("d_model") or self.config.get("n_embd"))
 
+    @property
+    def device_used(self) -> str | None:
+        """The device the model was loaded on; None while every vector came from the cache."""
+        return None if self._backbone is None else str(self._backbone.device)
+
     def settings(self) -> dict[str, Any]:
         """Everything that determines the vectors (the cache namespace is its hash)."""
         if self._backbone is not None:

@@ -16,6 +16,7 @@ absent field: ``fields * (dim + clusters)`` wide (``fields * clusters`` with ``m
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,13 +69,8 @@ class LineEncoder:
     def dim(self) -> int:
         return len(self.fields) * (self.embedder.dim * self.max_blocks + self.clusters)
 
-    def _lines(self, values: list[dict[str, str | None]], progress: ProgressFn | None):
-        """``(distinct line vectors [U, d], and per line: its distinct-line id, admission, field index)``."""
-        lines = self.lines(values, progress)
-        return lines.vectors, lines.line_id, lines.owner, lines.field
-
-    def lines(self, values: list[dict[str, str | None]], progress: ProgressFn | None = None) -> Lines:
-        """Every line of ``values``, embedded (identical lines once): what :meth:`transform` pools."""
+    def _pieces(self, values: list[dict[str, str | None]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Every line of ``values``: its text, admission and field index."""
         pieces, owner, field = [], [], []
         for i, v in enumerate(values):
             for j, f in enumerate(self.fields):
@@ -82,17 +78,29 @@ class LineEncoder:
                     pieces.append(piece)
                     owner.append(i)
                     field.append(j)
+        return pieces, np.asarray(owner, dtype=np.int64), np.asarray(field, dtype=np.int64)
+
+    def lines(self, values: list[dict[str, str | None]], progress: ProgressFn | None = None) -> Lines:
+        """Every line of ``values``, embedded (identical lines once): what :meth:`transform` pools."""
+        pieces, owner, field = self._pieces(values)
         index: dict[str, int] = {}
         line_id = np.array([index.setdefault(p, len(index)) for p in pieces], dtype=np.int64)
         unique = np.zeros((0, self.embedder.dim), np.float32)
         if index:
             unique = self.embedder.embed(list(index), progress=progress)
-        self.stats = {"lines": len(pieces), "unique_lines": len(index)}
-        return Lines(unique, pieces, line_id, np.asarray(owner, dtype=np.int64), np.asarray(field, dtype=np.int64))
+        self.stats = {"lines": len(pieces), "unique_lines": len(index), **self._embed_stats()}
+        return Lines(unique, pieces, line_id, owner, field)
 
-    def _fit_codebook(self, unique: np.ndarray, line_id: np.ndarray, field: np.ndarray) -> None:
+    def _embed_stats(self) -> dict[str, int]:
+        last = getattr(self.embedder, "last_stats", {})
+        return {k: int(last.get(k, 0)) for k in ("cached", "computed", "windows", "long_texts")}
+
+    def fit_codebook(self, unique: np.ndarray, line_id: np.ndarray, field: np.ndarray) -> LineEncoder:
         """Per field, k-means over its distinct line vectors, each weighted by how often it occurs (lines
-        that differ only in what the tokenizer drops, such as case, share one vector)."""
+        that differ only in what the tokenizer drops, such as case, share one vector).
+
+        ``unique``: distinct line vectors; ``line_id``, ``field``: per training line, its row of ``unique``
+        and its field index."""
         from sklearn.cluster import KMeans
 
         self.centroids = {}
@@ -104,6 +112,7 @@ class LineEncoder:
             weight = np.bincount(which.ravel(), weights=counts)
             km = KMeans(n_clusters=min(self.clusters, len(distinct)), n_init=2, random_state=self.seed)
             self.centroids[f] = km.fit(distinct, sample_weight=weight).cluster_centers_.astype(np.float32)
+        return self
 
     def _encode(self, unique: np.ndarray, line_id: np.ndarray, owner: np.ndarray, field: np.ndarray,
                 n: int) -> np.ndarray:
@@ -128,15 +137,62 @@ class LineEncoder:
     def fit_transform(self, values: list[dict[str, str | None]], fit: np.ndarray,
                       progress: ProgressFn | None = None) -> np.ndarray:
         """Encode ``values``, fitting the codebook on the admissions where ``fit`` is True."""
-        unique, line_id, owner, field = self._lines(values, progress)
+        return np.concatenate(list(self.fit_transform_chunks([(values, fit)], progress)))
+
+    def fit_transform_chunks(self, chunks: Iterable[tuple[list[dict[str, str | None]], np.ndarray]],
+                             progress: ProgressFn | None = None, total: int = 1) -> Iterator[np.ndarray]:
+        """:meth:`fit_transform` over admissions that come a chunk at a time (``(values, fit)`` pairs of
+        ``total`` chunks): one ``[len(values), dim]`` block per chunk, in order.
+
+        Pass 1 embeds each chunk's lines not seen in an earlier chunk and keeps only the distinct line
+        vectors and, per line, 10 bytes (its distinct line, admission, field and whether it is fitted on);
+        the codebook is then fitted on every ``fit`` admission's lines, and pass 2 pools chunk by chunk.
+        Memory is the distinct lines', not the texts': the same vectors as one :meth:`fit_transform` call.
+        """
+        ids: dict[str, int] = {}
+        vectors, line_id, owner, field, fitted, sizes = [], [], [], [], [], []
+        stats = dict.fromkeys(("lines", "cached", "computed", "windows", "long_texts"), 0)
+        for c, (values, fit) in enumerate(chunks):
+            pieces, own, fld = self._pieces(values)
+            new: list[str] = []
+            gid = np.empty(len(pieces), dtype=np.int32)
+            for k, p in enumerate(pieces):
+                g = ids.get(p)
+                if g is None:
+                    g = ids[p] = len(ids)
+                    new.append(p)
+                gid[k] = g
+            if new:
+                scaled = None if progress is None else (
+                    lambda stage, f, info="", c=c: progress(stage, (c + f) / max(total, c + 1), info))
+                vectors.append(self.embedder.embed(new, progress=scaled))
+                stats.update({k: stats[k] + v for k, v in self._embed_stats().items()})
+            offset = sum(sizes)
+            line_id.append(gid)
+            owner.append((own + offset).astype(np.int32))
+            field.append(fld.astype(np.int8))
+            fitted.append(np.asarray(fit, dtype=bool)[own])
+            sizes.append(len(values))
+            stats["lines"] += len(pieces)
+        unique = np.concatenate(vectors) if vectors else np.zeros((0, self.embedder.dim), np.float32)
+        del vectors
+        line_id, owner, field = np.concatenate(line_id), np.concatenate(owner), np.concatenate(field)
         if self.clusters:
-            keep = np.asarray(fit, dtype=bool)[owner]
-            self._fit_codebook(unique, line_id[keep], field[keep])
-        return self._encode(unique, line_id, owner, field, len(values))
+            keep = np.concatenate(fitted)
+            self.fit_codebook(unique, line_id[keep], field[keep])
+        del fitted
+        self.stats = {**stats, "unique_lines": len(ids)}
+        del ids
+        bounds = np.searchsorted(owner, np.cumsum([0, *sizes]))  # lines are in admission order
+        start = 0
+        for size, a, b in zip(sizes, bounds[:-1], bounds[1:], strict=True):
+            rows, local = np.unique(line_id[a:b], return_inverse=True)
+            yield self._encode(unique[rows], local.reshape(-1), owner[a:b] - start, field[a:b], size)
+            start += size
 
     def transform(self, values: list[dict[str, str | None]], progress: ProgressFn | None = None) -> np.ndarray:
         """Encode ``values`` with the fitted (or loaded) codebook."""
-        return self._encode(*self._lines(values, progress), len(values))
+        return self.encode(self.lines(values, progress), len(values))
 
     def encode(self, lines: Lines, n: int) -> np.ndarray:
         """``[n, dim]`` admission vectors of ``lines`` (admission ``i`` pools the lines it owns, zeros if none),

@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
@@ -29,11 +31,12 @@ from medfuse import distributed
 from medfuse.data.cohort import Cohort
 from medfuse.notes.embed import NoteEmbedder
 from medfuse.notes.lines import LineEncoder
-from medfuse.notes.text import DEFAULT_TEMPLATE, build_texts, template_fields
+from medfuse.notes.text import DEFAULT_TEMPLATE, NoteTexts, iter_texts, template_fields
 from medfuse.progress import ProgressFn, no_progress
 
 EMBEDDINGS_FILE = "note_embeddings.parquet"
 CONFIG_FILE = "embed_config.json"
+CHUNK_ADMISSIONS = 16384  # admissions whose texts are held at once (about 0.1 GB of strings)
 
 
 def embedder_from_config(cfg: Any = None, model: str | Path | None = None,
@@ -61,26 +64,48 @@ def adapter_unit(adapter: str | Path) -> str:
     return json.loads(meta.read_text()).get("unit", "text") if meta.is_file() else "text"
 
 
+class EmbeddingsWriter:
+    """Write ``note_embeddings.parquet`` a block of admissions at a time (one row group each), atomically:
+    the file appears under its name only when the ``with`` block ends without an error."""
+
+    def __init__(self, out: str | Path, dim: int, with_split: bool = True):
+        self.path = Path(out) / EMBEDDINGS_FILE
+        self.tmp = self.path.with_name(f".{EMBEDDINGS_FILE}.tmp")
+        fields = [("hadm_id", pa.int64()), *([("split", pa.string())] if with_split else []),
+                  ("missing", pa.bool_()), ("embedding", pa.list_(pa.float32(), dim))]
+        self.schema, self.dim = pa.schema(fields), int(dim)
+
+    def __enter__(self) -> Self:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        return self
+
+    def write(self, hadm_ids: np.ndarray, vectors: np.ndarray, missing: np.ndarray,
+              split: np.ndarray | None = None) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(hadm_ids), self.dim)
+        cols = {"hadm_id": pa.array(np.asarray(hadm_ids, dtype=np.int64))}
+        if "split" in self.schema.names:
+            cols["split"] = pa.array([str(s) for s in split], pa.string())
+        cols["missing"] = pa.array(np.asarray(missing, dtype=bool))
+        cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim)
+        self.writer.write_table(pa.table(cols, schema=self.schema))
+
+    def __exit__(self, kind, *_) -> None:
+        self.writer.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
 def write_note_embeddings(out: str | Path, hadm_ids: np.ndarray, vectors: np.ndarray, missing: np.ndarray,
                           split: np.ndarray | None = None, config: dict[str, Any] | None = None) -> Path:
     """Write ``note_embeddings.parquet`` (+ ``embed_config.json``) atomically into ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    d = vectors.shape[1]
-    emb = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), d)
-    cols = {"hadm_id": pa.array(np.asarray(hadm_ids, dtype=np.int64))}
-    if split is not None:
-        cols["split"] = pa.array([str(s) for s in split], pa.string())
-    cols["missing"] = pa.array(np.asarray(missing, dtype=bool))
-    cols["embedding"] = emb
-    table = pa.table(cols)
-    tmp = out / f".{EMBEDDINGS_FILE}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, out / EMBEDDINGS_FILE)
+    with EmbeddingsWriter(out, np.shape(vectors)[1], with_split=split is not None) as writer:
+        writer.write(hadm_ids, vectors, missing, split)
     if config is not None:
-        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
-    return out / EMBEDDINGS_FILE
+        (Path(out) / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
+    return writer.path
 
 
 def load_note_embeddings(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,8 +124,14 @@ def load_note_embeddings(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, n
 
 
 def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, *, model: str | Path | None = None,
-                 adapter: str | Path | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Embed every admission of every split of a cohort into ``out``; returns a summary."""
+                 adapter: str | Path | None = None, progress: ProgressFn | None = None,
+                 chunk: int = CHUNK_ADMISSIONS) -> dict[str, Any]:
+    """Embed every admission of every split of a cohort into ``out``; returns a summary.
+
+    Admissions go ``chunk`` at a time (texts built, embedded, written as one row group), so memory grows
+    with the number of distinct lines, not of admissions. Under torchrun every rank takes part in the
+    embedding (:class:`NoteEmbedder` shards it) and rank 0 writes.
+    """
     from medfuse.config import NotesConfig
 
     cfg = cfg or NotesConfig()
@@ -108,33 +139,57 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
     t0 = time.perf_counter()
     cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
     template = cfg.template or DEFAULT_TEMPLATE
-    nt = build_texts(cohort, template)
-    progress("read notes", 1.0)
     embedder = embedder_from_config(cfg, model=model, adapter=adapter)
     unit = adapter_unit(adapter) if adapter else cfg.unit  # an adapter embeds the unit it was trained on
-    clusters = cfg.line_clusters
-    rows = np.flatnonzero(nt.has_text)
-    t1 = time.perf_counter()
+    total = -(-len(cohort.hadm_ids) // chunk)
+    chunks: list[NoteTexts] = []  # each chunk's texts, kept only until its vectors are written
+
+    def texts() -> Iterator[tuple[list[dict[str, str | None]], np.ndarray]]:
+        for _, nt in iter_texts(cohort, template, chunk):
+            chunks.append(nt)
+            rows = np.flatnonzero(nt.has_text)
+            yield [nt.values[i] for i in rows], nt.split[rows] == "train"
+            nt.values, nt.texts = [], []
+
     if unit == "lines":
-        lines = LineEncoder(embedder, template_fields(template), clusters, seed=cfg.seed, max_blocks=cfg.line_max)
-        vectors = np.zeros((len(nt), lines.dim), dtype=np.float32)
-        if len(rows):
-            vectors[rows] = lines.fit_transform([nt.values[i] for i in rows], nt.split[rows] == "train", progress)
-        Path(out).mkdir(parents=True, exist_ok=True)
-        if distributed.is_main():
-            lines.save(out)
+        encoder = LineEncoder(embedder, template_fields(template), cfg.line_clusters, seed=cfg.seed,
+                              max_blocks=cfg.line_max)
+        dim, blocks = encoder.dim, encoder.fit_transform_chunks(texts(), progress, total)
     else:
-        vectors = np.zeros((len(nt), embedder.dim), dtype=np.float32)
-        if len(rows):
-            vectors[rows] = embedder.embed([nt.texts[i] for i in rows], progress=progress)
-    embed_s = time.perf_counter() - t1
-    stats = dict(embedder.last_stats)
+        encoder, dim, stats = None, embedder.dim, dict.fromkeys(("cached", "computed", "windows", "long_texts"), 0)
+
+        def embed_texts() -> Iterator[np.ndarray]:
+            for c, _ in enumerate(texts()):
+                nt = chunks[-1]
+
+                def scaled(stage: str, f: float, info: str = "", c: int = c) -> None:
+                    progress(stage, (c + f) / total, info)
+
+                yield embedder.embed([nt.texts[i] for i in np.flatnonzero(nt.has_text)], progress=scaled)
+                stats.update({k: stats[k] + int(embedder.last_stats.get(k, 0)) for k in stats})
+
+        blocks = embed_texts()
+    main = distributed.is_main()  # every rank computes the same vectors; rank 0 writes them
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with EmbeddingsWriter(out, dim) if main else nullcontext() as writer:
+        for c, block in enumerate(blocks):
+            nt = chunks[c]
+            if main:
+                vectors = np.zeros((len(nt), dim), dtype=np.float32)
+                vectors[nt.has_text] = block
+                writer.write(nt.hadm_ids, vectors, ~nt.has_text, nt.split)
+            progress("write embeddings", (c + 1) / max(total, 1))
+    if encoder is not None and main:
+        encoder.save(out)
+    has_text, has_note = (np.concatenate([getattr(nt, k) for nt in chunks] or [np.zeros(0, bool)])
+                          for k in ("has_text", "has_note"))
     settings = embedder.settings()
     config = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "cohort": str(cohort.path.resolve()),
         "model": embedder.model_name,
         "model_path": str(embedder.model_path),
+        "device": embedder.device_used,
         "adapter": str(Path(adapter).resolve()) if adapter else None,
         **{k: settings[k] for k in ("model_identity", "adapter_identity", "family", "pooling", "max_length",
                                     "stride", "normalize", "dtype")},
@@ -142,25 +197,20 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
         "template": template,
         "unit": unit,
         "fields": template_fields(template) if unit == "lines" else None,
-        "line_clusters": clusters if unit == "lines" else None,
+        "line_clusters": cfg.line_clusters if unit == "lines" else None,
         "line_max": cfg.line_max if unit == "lines" else None,
-        "dim": int(vectors.shape[1]),
-        "admissions": len(nt),
-        "embedded": int(nt.has_text.sum()),
-        "missing": int((~nt.has_text).sum()),
-        "without_note": int((~nt.has_note).sum()),
-        "cached": int(stats.get("cached", 0)),
-        "computed": int(stats.get("computed", 0)),
-        "windows": int(stats.get("windows", 0)),
-        **(lines.stats if unit == "lines" else {}),
-        "long_texts": int(stats.get("long_texts", 0)),
-        "embed_seconds": round(embed_s, 3),
+        "dim": int(dim),
+        "admissions": len(has_text),
+        "embedded": int(has_text.sum()),
+        "missing": int((~has_text).sum()),
+        "without_note": int((~has_note).sum()),
+        **(encoder.stats if encoder is not None else stats),
+        "chunk_admissions": int(chunk),
+        "world_size": distributed.world_size(),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "output": str(Path(out) / EMBEDDINGS_FILE),
     }
-    path = Path(out) / EMBEDDINGS_FILE
-    if distributed.is_main():  # under torchrun every rank holds the same vectors; rank 0 writes them
-        write_note_embeddings(out, nt.hadm_ids, vectors, ~nt.has_text, nt.split, config)
-        config["seconds"] = round(time.perf_counter() - t0, 3)
-        config["output"] = str(path)
+    if main:
         (Path(out) / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
     distributed.barrier()
     progress("embed notes", 1.0)

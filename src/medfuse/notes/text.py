@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +47,7 @@ class NoteTexts:
     values: list[dict[str, str | None]] = field(default_factory=list)  # [N] raw field values (before the template)
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.hadm_ids)
 
     def subset(self, rows: np.ndarray) -> NoteTexts:
         rows = np.asarray(rows)
@@ -130,35 +132,63 @@ def render(template: str, values: dict[str, str | None]) -> str:
 
 def build_texts(cohort: Cohort | str | Path, template: str = DEFAULT_TEMPLATE) -> NoteTexts:
     """The input text of every cohort admission (cohort row order), with presence masks."""
-    cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
-    validate_template(template)
-    hadm = np.asarray(cohort.hadm_ids, dtype=np.int64)
-    index = {int(h): i for i, h in enumerate(hadm)}
-    n = len(hadm)
-    values: list[dict[str, str | None]] = [dict.fromkeys(FIELDS) for _ in range(n)]
+    source = _TextSource(cohort, template)
+    return source.texts(0, source.n)
 
-    if cohort.has_table("notes"):
-        notes = cohort.table("notes")
-        present = [c for c in NOTE_SECTIONS if c in notes.column_names]
-        cols = {c: notes.column(c).to_pylist() for c in present}
-        for j, h in enumerate(notes.column("hadm_id").to_pylist()):
-            i = index.get(int(h))
-            if i is not None:
-                for c in present:
-                    values[i][c] = cols[c][j]
-    if cohort.has_table("lab_text"):
-        labs = cohort.table("lab_text")
-        for h, t in zip(labs.column("hadm_id").to_pylist(), labs.column("text").to_pylist(), strict=True):
-            i = index.get(int(h))
-            if i is not None:
-                values[i]["lab_text"] = t
 
-    # static template lines alone are no text: an admission with nothing rendered stays "" (missing)
-    empty = dict.fromkeys(FIELDS)
-    blank = render(template, empty)
-    texts = [render(template, v) for v in values]
-    has_text = np.array([t != blank for t in texts], dtype=bool)
-    texts = [t if h else "" for t, h in zip(texts, has_text, strict=True)]
-    has_note = np.array([render(template, {**v, "lab_text": None}) != blank for v in values], dtype=bool)
-    has_lab = np.array([render(template, {**empty, "lab_text": v["lab_text"]}) != blank for v in values], dtype=bool)
-    return NoteTexts(hadm, texts, has_text, has_note, has_lab, np.asarray(cohort.split), values)
+def iter_texts(cohort: Cohort | str | Path, template: str = DEFAULT_TEMPLATE,
+               chunk: int = 16384) -> Iterator[tuple[int, NoteTexts]]:
+    """:func:`build_texts` ``chunk`` admissions at a time: ``(first cohort row, NoteTexts)`` in cohort row order.
+
+    The note and lab-text tables stay in Arrow; only the chunk's values become Python strings, so memory
+    does not grow with the cohort (about 6 kB per admission of the chunk).
+    """
+    source = _TextSource(cohort, template)
+    for start in range(0, source.n, max(int(chunk), 1)):
+        yield start, source.texts(start, min(start + chunk, source.n))
+
+
+class _TextSource:
+    """A cohort's note sections and lab texts as Arrow columns, with each admission's row in them."""
+
+    def __init__(self, cohort: Cohort | str | Path, template: str):
+        cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
+        validate_template(template)
+        self.template = template
+        self.hadm = np.asarray(cohort.hadm_ids, dtype=np.int64)
+        self.split = np.asarray(cohort.split)
+        self.n = len(self.hadm)
+        index = {int(h): i for i, h in enumerate(self.hadm)}
+        self.columns: list[tuple[dict[str, Any], np.ndarray]] = []  # ({field: Arrow column}, table row per admission)
+        for name, fields in (("notes", NOTE_SECTIONS), ("lab_text", ("lab_text",))):
+            if not cohort.has_table(name):
+                continue
+            table = cohort.table(name)
+            source = {"lab_text": "text"} if name == "lab_text" else {f: f for f in fields}
+            cols = {f: table.column(c) for f, c in source.items() if c in table.column_names}
+            row = np.full(self.n, -1, dtype=np.int64)
+            for j, h in enumerate(table.column("hadm_id").to_pylist()):  # a later row wins, as it always has
+                i = index.get(int(h))
+                if i is not None:
+                    row[i] = j
+            self.columns.append((cols, row))
+
+    def texts(self, start: int, stop: int) -> NoteTexts:
+        values: list[dict[str, str | None]] = [dict.fromkeys(FIELDS) for _ in range(stop - start)]
+        for cols, row in self.columns:
+            where = np.flatnonzero(row[start:stop] >= 0)
+            take = row[start:stop][where]
+            for f, col in cols.items():
+                for i, v in zip(where.tolist(), col.take(take).to_pylist(), strict=True):
+                    values[i][f] = v
+        template = self.template
+        # static template lines alone are no text: an admission with nothing rendered stays "" (missing)
+        empty = dict.fromkeys(FIELDS)
+        blank = render(template, empty)
+        texts = [render(template, v) for v in values]
+        has_text = np.array([t != blank for t in texts], dtype=bool)
+        texts = [t if h else "" for t, h in zip(texts, has_text, strict=True)]
+        has_note = np.array([render(template, {**v, "lab_text": None}) != blank for v in values], dtype=bool)
+        has_lab = np.array([render(template, {**empty, "lab_text": v["lab_text"]}) != blank for v in values],
+                           dtype=bool)
+        return NoteTexts(self.hadm[start:stop], texts, has_text, has_note, has_lab, self.split[start:stop], values)
