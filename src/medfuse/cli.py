@@ -167,7 +167,7 @@ def embed_notes(
             print_mapping(f"note embeddings in {out}", {
                 k: summary[k] for k in ("model", "unit", "pooling", "max_length", "dim", "admissions", "embedded",
                                         "missing", "cached", "computed", "lines", "unique_lines", "long_texts",
-                                        "embed_seconds")
+                                        "device", "seconds")
                 if k in summary})
 
 

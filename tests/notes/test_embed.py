@@ -196,10 +196,11 @@ def test_embed_cohort_lines_max_pools_and_counts_line_clusters(cohort_dir, tiny_
     np.testing.assert_allclose(again.transform([nt.values[i] for i in (0, 5, 17)]), x[[0, 5, 17]], atol=1e-5)
 
 
-@pytest.mark.parametrize("unit", ["lines", "text"])
-def test_embed_cohort_in_chunks_equals_one_pass(cohort_dir, tiny_bert, tmp_path, unit):
-    """Admissions embedded 7 at a time (the bounded-memory path MIMIC-IV size takes): the same file, one
-    row group per chunk, lines seen in an earlier chunk not embedded again, the same counts and codebook."""
+@pytest.mark.parametrize(("unit", "chunk"), [("lines", 7), ("text", 7), ("lines", 1)])
+def test_embed_cohort_in_chunks_equals_one_pass(cohort_dir, tiny_bert, tmp_path, unit, chunk):
+    """Admissions embedded 7 (or 1) at a time (the bounded-memory path MIMIC-IV size takes; chunk 1 holds row
+    2 alone, which has no text): the same file, one row group per chunk, lines seen in an earlier chunk not
+    embedded again, the same counts and codebook."""
     import pyarrow.parquet as pq
     from safetensors.numpy import load_file
 
@@ -209,9 +210,9 @@ def test_embed_cohort_in_chunks_equals_one_pass(cohort_dir, tiny_bert, tmp_path,
     cfg = NotesConfig(model=str(tiny_bert), cache=False, dtype="float32", line_clusters=4, unit=unit)
     whole = embed_cohort(cohort_dir, tmp_path / "whole", cfg)
     reported = []
-    chunked = embed_cohort(cohort_dir, tmp_path / "chunked", cfg, chunk=7,
+    chunked = embed_cohort(cohort_dir, tmp_path / "chunked", cfg, chunk=chunk,
                            progress=lambda stage, f, info="": reported.append((stage, f)))
-    assert pq.ParquetFile(tmp_path / "chunked" / "note_embeddings.parquet").num_row_groups == 9  # ceil(60 / 7)
+    assert pq.ParquetFile(tmp_path / "chunked" / "note_embeddings.parquet").num_row_groups == -(-60 // chunk)
     h1, x1, m1 = load_note_embeddings(tmp_path / "whole")
     h2, x2, m2 = load_note_embeddings(tmp_path / "chunked")
     np.testing.assert_array_equal(h1, h2)
@@ -224,13 +225,34 @@ def test_embed_cohort_in_chunks_equals_one_pass(cohort_dir, tiny_bert, tmp_path,
         assert chunked["computed"] == chunked["unique_lines"] < chunked["lines"]
     else:  # without the content cache a text repeated in another chunk is embedded again
         assert whole["computed"] < chunked["computed"] <= 59
-    assert chunked["chunk_admissions"] == 7 and chunked["device"] == "cpu" and chunked["world_size"] == 1
+    assert chunked["chunk_admissions"] == chunk and chunked["device"] == "cpu" and chunked["world_size"] == 1
     if unit == "lines":
         a, b = load_file(str(tmp_path / "whole" / CODEBOOK_FILE)), load_file(str(tmp_path / "chunked" / CODEBOOK_FILE))
         assert a.keys() == b.keys() and all(np.allclose(a[k], b[k], atol=1e-6) for k in a)
     embedding = [f for stage, f in reported if stage == "embed notes"]
     assert embedding == sorted(embedding) and embedding[-1] == 1.0  # one bar across chunks, never going back
     assert not list((tmp_path / "chunked").glob(".*.tmp"))
+
+
+def test_embed_cohort_without_any_text(cohort_dir, tiny_bert, tmp_path):
+    """A cohort with neither notes nor lab texts: every admission missing, nothing embedded, no centroids."""
+    import shutil
+
+    from safetensors.numpy import load_file
+
+    from medfuse.config import NotesConfig
+    from medfuse.notes.lines import CODEBOOK_FILE
+
+    bare = tmp_path / "bare"
+    shutil.copytree(cohort_dir, bare, ignore=shutil.ignore_patterns("notes.parquet", "lab_text.parquet"))
+    summary = embed_cohort(bare, tmp_path / "run", NotesConfig(model=str(tiny_bert), cache=False, line_clusters=4),
+                           chunk=16)
+    _, x, missing = load_note_embeddings(tmp_path / "run")
+    assert (summary["embedded"], summary["lines"], summary["computed"], summary["device"]) == (0, 0, 0, None)
+    assert missing.all() and x.shape == (60, 5 * (32 + 4)) and not x.any()
+    assert load_file(str(tmp_path / "run" / CODEBOOK_FILE)) == {}
+    with pytest.raises(ValueError, match="chunk must be at least 1"):
+        embed_cohort(bare, tmp_path / "zero", NotesConfig(model=str(tiny_bert)), chunk=0)
 
 
 def test_embed_cohort_error_leaves_no_file(cohort_dir, tiny_bert, tmp_path, monkeypatch):

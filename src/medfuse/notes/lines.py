@@ -131,8 +131,8 @@ class LineEncoder:
             if k and c is not None:  # nearest centroid: argmin |v - c|^2 = argmax v.c - |c|^2 / 2
                 nearest = np.argmax(unique @ c.T - 0.5 * (c * c).sum(1), axis=1)
                 bags[:, j] = np.bincount(own * k + nearest[ids], minlength=n * k).reshape(n, k)
-        blocks = [maxes.reshape(n, -1)] if self.max_blocks else []
-        return np.concatenate([*blocks, np.log1p(bags).reshape(n, -1)], axis=1)
+        blocks = [maxes.reshape(n, len(self.fields) * d)] if self.max_blocks else []
+        return np.concatenate([*blocks, np.log1p(bags).reshape(n, len(self.fields) * k)], axis=1)
 
     def fit_transform(self, values: list[dict[str, str | None]], fit: np.ndarray,
                       progress: ProgressFn | None = None) -> np.ndarray:
@@ -176,9 +176,10 @@ class LineEncoder:
             stats["lines"] += len(pieces)
         unique = np.concatenate(vectors) if vectors else np.zeros((0, self.embedder.dim), np.float32)
         del vectors
-        line_id, owner, field = np.concatenate(line_id), np.concatenate(owner), np.concatenate(field)
+        line_id, owner, field, fitted = (np.concatenate(a) if a else np.zeros(0, t) for a, t in (
+            (line_id, np.int32), (owner, np.int32), (field, np.int8), (fitted, bool)))
         if self.clusters:
-            keep = np.concatenate(fitted)
+            keep = fitted
             self.fit_codebook(unique, line_id[keep], field[keep])
         del fitted
         self.stats = {**stats, "unique_lines": len(ids)}

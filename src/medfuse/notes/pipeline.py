@@ -91,10 +91,11 @@ class EmbeddingsWriter:
         self.writer.write_table(pa.table(cols, schema=self.schema))
 
     def __exit__(self, kind, *_) -> None:
-        self.writer.close()
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        else:
+        try:
+            self.writer.close()
+            if kind is None:
+                os.replace(self.tmp, self.path)
+        finally:
             self.tmp.unlink(missing_ok=True)
 
 
@@ -134,6 +135,8 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
     """
     from medfuse.config import NotesConfig
 
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1 admission, got {chunk}")
     cfg = cfg or NotesConfig()
     progress = progress or no_progress
     t0 = time.perf_counter()
@@ -170,7 +173,9 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
 
         blocks = embed_texts()
     main = distributed.is_main()  # every rank computes the same vectors; rank 0 writes them
-    Path(out).mkdir(parents=True, exist_ok=True)
+    if main:  # the Parquet file is the mark of a finished run: it is renamed into place last
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / EMBEDDINGS_FILE).unlink(missing_ok=True)
     with EmbeddingsWriter(out, dim) if main else nullcontext() as writer:
         for c, block in enumerate(blocks):
             nt = chunks[c]
@@ -179,39 +184,39 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
                 vectors[nt.has_text] = block
                 writer.write(nt.hadm_ids, vectors, ~nt.has_text, nt.split)
             progress("write embeddings", (c + 1) / max(total, 1))
-    if encoder is not None and main:
-        encoder.save(out)
-    has_text, has_note = (np.concatenate([getattr(nt, k) for nt in chunks] or [np.zeros(0, bool)])
-                          for k in ("has_text", "has_note"))
-    settings = embedder.settings()
-    config = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cohort": str(cohort.path.resolve()),
-        "model": embedder.model_name,
-        "model_path": str(embedder.model_path),
-        "device": embedder.device_used,
-        "adapter": str(Path(adapter).resolve()) if adapter else None,
-        **{k: settings[k] for k in ("model_identity", "adapter_identity", "family", "pooling", "max_length",
-                                    "stride", "normalize", "dtype")},
-        "cache_namespace": embedder.identity,
-        "template": template,
-        "unit": unit,
-        "fields": template_fields(template) if unit == "lines" else None,
-        "line_clusters": cfg.line_clusters if unit == "lines" else None,
-        "line_max": cfg.line_max if unit == "lines" else None,
-        "dim": int(dim),
-        "admissions": len(has_text),
-        "embedded": int(has_text.sum()),
-        "missing": int((~has_text).sum()),
-        "without_note": int((~has_note).sum()),
-        **(encoder.stats if encoder is not None else stats),
-        "chunk_admissions": int(chunk),
-        "world_size": distributed.world_size(),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "output": str(Path(out) / EMBEDDINGS_FILE),
-    }
-    if main:
-        (Path(out) / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
+        has_text, has_note = (np.concatenate([getattr(nt, k) for nt in chunks] or [np.zeros(0, bool)])
+                              for k in ("has_text", "has_note"))
+        settings = embedder.settings()
+        config = {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cohort": str(cohort.path.resolve()),
+            "model": embedder.model_name,
+            "model_path": str(embedder.model_path),
+            "device": embedder.device_used,
+            "adapter": str(Path(adapter).resolve()) if adapter else None,
+            **{k: settings[k] for k in ("model_identity", "adapter_identity", "family", "pooling", "max_length",
+                                        "stride", "normalize", "dtype")},
+            "cache_namespace": embedder.identity,
+            "template": template,
+            "unit": unit,
+            "fields": template_fields(template) if unit == "lines" else None,
+            "line_clusters": cfg.line_clusters if unit == "lines" else None,
+            "line_max": cfg.line_max if unit == "lines" else None,
+            "dim": int(dim),
+            "admissions": len(has_text),
+            "embedded": int(has_text.sum()),
+            "missing": int((~has_text).sum()),
+            "without_note": int((~has_note).sum()),
+            **(encoder.stats if encoder is not None else stats),
+            "chunk_admissions": int(chunk),
+            "world_size": distributed.world_size(),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "output": str(Path(out) / EMBEDDINGS_FILE),
+        }
+        if main:
+            if encoder is not None:
+                encoder.save(out)
+            (Path(out) / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str) + "\n")
     distributed.barrier()
     progress("embed notes", 1.0)
     return config

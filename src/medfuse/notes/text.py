@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from medfuse.data.cohort import Cohort
 
@@ -140,11 +141,13 @@ def iter_texts(cohort: Cohort | str | Path, template: str = DEFAULT_TEMPLATE,
                chunk: int = 16384) -> Iterator[tuple[int, NoteTexts]]:
     """:func:`build_texts` ``chunk`` admissions at a time: ``(first cohort row, NoteTexts)`` in cohort row order.
 
-    The note and lab-text tables stay in Arrow; only the chunk's values become Python strings, so memory
-    does not grow with the cohort (about 6 kB per admission of the chunk).
+    The note and lab-text tables are held as Arrow columns (about the size of their text); only the chunk's
+    values become Python strings (about 6 kB per admission of the chunk).
     """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1 admission, got {chunk}")
     source = _TextSource(cohort, template)
-    for start in range(0, source.n, max(int(chunk), 1)):
+    for start in range(0, source.n, chunk):
         yield start, source.texts(start, min(start + chunk, source.n))
 
 
@@ -165,7 +168,9 @@ class _TextSource:
                 continue
             table = cohort.table(name)
             source = {"lab_text": "text"} if name == "lab_text" else {f: f for f in fields}
-            cols = {f: table.column(c) for f, c in source.items() if c in table.column_names}
+            # one contiguous large_string array per field: taking rows from a chunked column joins it first
+            cols = {f: table.column(c).cast(pa.large_string()).combine_chunks()
+                    for f, c in source.items() if c in table.column_names}
             row = np.full(self.n, -1, dtype=np.int64)
             for j, h in enumerate(table.column("hadm_id").to_pylist()):  # a later row wins, as it always has
                 i = index.get(int(h))
