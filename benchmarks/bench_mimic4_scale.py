@@ -7,7 +7,7 @@ Stages, each in a fresh child process (peak RSS = the child's VmHWM; a watchdog 
   scan           DuckDB's bare ``count(*)`` over hosp/labevents.csv.gz, before and after prepare (the reference)
   prepare        ``medfuse prepare`` with ``[prepare] memory_limit`` (default 3GB) and ``temp_directory`` set
   pretrain-labs  ``medfuse pretrain-labs``, bounded to ``--labs-epochs`` epochs
-  embed-notes    ``medfuse embed-notes`` (line unit, every distinct line embedded once, admissions 16,384 at
+  embed-notes    ``medfuse embed-notes`` (line unit, every distinct line embedded once, admissions 4,096 at
                  a time; a fresh content cache)
   train          ``medfuse train`` with both runs reused, bounded to ``--train-epochs`` epochs: the MLTM
                  reconstruction table, the fusion inputs written to RUN/inputs, training, thresholds

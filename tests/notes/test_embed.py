@@ -145,6 +145,28 @@ def test_cache_hits_compute_nothing(tiny_bert, tmp_path):
     assert shards and not list(tmp_path.rglob("*.pkl"))
 
 
+def test_cache_keeps_its_own_writes_in_memory(tmp_path):
+    """A put is added to the loaded index (no re-read of every shard per chunk); lookups span the blocks and
+    survive a merge; another process's instance reads everything from disk."""
+    from medfuse.notes.embed import EmbeddingCache
+
+    def block(i: int, n: int = 5):
+        keys = [f"text-{i}-{j}".encode().ljust(32, b"_") for j in range(n)]
+        return keys, np.full((n, 4), i, np.float32) + np.arange(n, dtype=np.float32)[:, None]
+
+    cache = EmbeddingCache(tmp_path, "ns")
+    cache.MAX_SHARDS = 3
+    assert cache.get(block(0)[0])[0].sum() == 0  # loaded (empty) before the first write
+    for i in range(6):
+        cache.put(*block(i))
+    assert len(cache._blocks) == 6 and len(cache._shards()) <= 3  # merged on disk, kept as written in memory
+    keys = block(5)[0][::-1] + [b"absent".ljust(32, b"_")] + block(0)[0][:2]
+    for reader in (cache, EmbeddingCache(tmp_path, "ns")):
+        found, vectors = reader.get(keys)
+        assert found.tolist() == [True] * 5 + [False, True, True]
+        np.testing.assert_array_equal(vectors[:, 0], [9, 8, 7, 6, 5, 0, 1])
+
+
 def test_embed_cohort_writes_all_admissions(cohort_dir, tiny_bert, tmp_path):
     from medfuse.config import NotesConfig
 

@@ -168,8 +168,8 @@ class EmbeddingCache:
     def __init__(self, root: str | Path, namespace: str, info: dict[str, Any] | None = None):
         self.dir = Path(root) / namespace
         self.info = info or {}
-        self._keys: dict[bytes, int] | None = None
-        self._vectors: np.ndarray | None = None
+        self._keys: dict[bytes, int] | None = None  # key -> row of the blocks below, read once, then kept up to date
+        self._blocks: list[np.ndarray] = []
 
     def _shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.safetensors")) if self.dir.is_dir() else []
@@ -199,23 +199,33 @@ class EmbeddingCache:
         if self.dir.is_dir():
             with self._lock():  # no shard disappears in a merge while it is read
                 keys, vecs = self._read(self._shards())
-        self._keys = {}
-        if keys:
-            k = np.concatenate(keys)
-            self._vectors = np.concatenate(vecs).astype(np.float32, copy=False)
-            self._keys = {bytes(row): i for i, row in enumerate(k)}
-        else:
-            self._vectors = None
+        self._keys, self._blocks = {}, []
+        for k, v in zip(keys, vecs, strict=True):
+            self._remember(k, v)
+
+    def _remember(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Add a block of vectors to the in-memory index (a key already there keeps its first vector)."""
+        start = sum(len(b) for b in self._blocks)
+        self._blocks.append(np.asarray(vectors, dtype=np.float32))
+        for i, row in enumerate(keys):
+            self._keys.setdefault(bytes(row), start + i)
 
     def get(self, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
         """``(found mask, vectors of the found keys in order)``."""
         if self._keys is None:
             self._load()
-        rows = [self._keys.get(k, -1) for k in keys]
-        found = np.array([r >= 0 for r in rows], dtype=bool)
+        rows = np.array([self._keys.get(k, -1) for k in keys], dtype=np.int64)
+        found = rows >= 0
         if not found.any():
             return found, None
-        return found, self._vectors[[r for r in rows if r >= 0]]
+        rows = rows[found]
+        ends = np.cumsum([len(b) for b in self._blocks])
+        block = np.searchsorted(ends, rows, side="right")
+        out = np.empty((len(rows), self._blocks[0].shape[1]), dtype=np.float32)
+        for b in np.unique(block):
+            here = block == b
+            out[here] = self._blocks[b][rows[here] - (ends[b] - len(self._blocks[b]))]
+        return found, out
 
     def _write(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """A new shard, atomically, under a name no other process uses."""
@@ -237,8 +247,10 @@ class EmbeddingCache:
             tmp = self.dir / f".namespace.json.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
             tmp.write_text(json.dumps(self.info, indent=2, default=str))
             os.replace(tmp, info)
-        self._write(np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), -1), vectors)
-        self._keys = None
+        rows = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), -1)
+        self._write(rows, vectors)
+        if self._keys is not None:  # what this process wrote is known without reading every shard again
+            self._remember(rows, vectors)
         if len(self._shards()) > self.MAX_SHARDS:
             self.compact()
 
@@ -255,7 +267,6 @@ class EmbeddingCache:
                 self._write(k, np.concatenate(vecs)[first])
             for shard in old:
                 shard.unlink(missing_ok=True)
-        self._keys = None
 
 
 def text_key(text: str) -> bytes:

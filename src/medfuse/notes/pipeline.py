@@ -36,7 +36,7 @@ from medfuse.progress import ProgressFn, no_progress
 
 EMBEDDINGS_FILE = "note_embeddings.parquet"
 CONFIG_FILE = "embed_config.json"
-CHUNK_ADMISSIONS = 16384  # admissions whose texts are held at once (about 0.1 GB of strings)
+CHUNK_ADMISSIONS = 4096  # admissions held at once: about 38 kB each (texts, lines, their vectors as written)
 
 
 def embedder_from_config(cfg: Any = None, model: str | Path | None = None,

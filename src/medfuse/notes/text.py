@@ -138,7 +138,7 @@ def build_texts(cohort: Cohort | str | Path, template: str = DEFAULT_TEMPLATE) -
 
 
 def iter_texts(cohort: Cohort | str | Path, template: str = DEFAULT_TEMPLATE,
-               chunk: int = 16384) -> Iterator[tuple[int, NoteTexts]]:
+               chunk: int = 4096) -> Iterator[tuple[int, NoteTexts]]:
     """:func:`build_texts` ``chunk`` admissions at a time: ``(first cohort row, NoteTexts)`` in cohort row order.
 
     The note and lab-text tables are held as Arrow columns (about the size of their text); only the chunk's
