@@ -70,7 +70,7 @@ class EmbeddingsWriter:
 
     def __init__(self, out: str | Path, dim: int, with_split: bool = True):
         self.path = Path(out) / EMBEDDINGS_FILE
-        self.tmp = self.path.with_name(f".{EMBEDDINGS_FILE}.tmp")
+        self.tmp = self.path.with_name(f".{EMBEDDINGS_FILE}.{os.getpid()}.tmp")  # two writers never share it
         fields = [("hadm_id", pa.int64()), *([("split", pa.string())] if with_split else []),
                   ("missing", pa.bool_()), ("embedding", pa.list_(pa.float32(), dim))]
         self.schema, self.dim = pa.schema(fields), int(dim)
