@@ -21,6 +21,16 @@ def no_progress(stage: str, fraction: float, info: str = "") -> None:
     """The default callback: report nothing."""
 
 
+def part_progress(progress: ProgressFn, index: int, total: int) -> ProgressFn:
+    """``progress`` for part ``index`` of ``total`` equal parts of one stage: a part's fraction f is reported
+    as ``(index + f) / total``, so one bar runs once across all the parts."""
+
+    def report(stage: str, fraction: float, info: str = "") -> None:
+        progress(stage, (index + fraction) / max(total, index + 1), info)
+
+    return report
+
+
 @contextmanager
 def stage_progress(transient: bool = False, stream: TextIO | None = None) -> Iterator[ProgressFn]:
     """Yields ``progress(stage, fraction, info="")`` (fraction in [0, 1]) drawing on ``stream`` (stderr).

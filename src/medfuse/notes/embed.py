@@ -269,6 +269,12 @@ class EmbeddingCache:
                 shard.unlink(missing_ok=True)
 
 
+def embed_counts(embedder: Any) -> dict[str, int]:
+    """The counts of an embedder's last :meth:`NoteEmbedder.embed` call that add up over calls."""
+    last = getattr(embedder, "last_stats", {})
+    return {k: int(last.get(k, 0)) for k in ("cached", "computed", "windows", "long_texts")}
+
+
 def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from medfuse.notes.embed import embed_counts
 from medfuse.notes.text import segments
-from medfuse.progress import ProgressFn
+from medfuse.progress import ProgressFn, part_progress
 
 CODEBOOK_FILE = "line_codebook.safetensors"
 
@@ -88,12 +89,8 @@ class LineEncoder:
         unique = np.zeros((0, self.embedder.dim), np.float32)
         if index:
             unique = self.embedder.embed(list(index), progress=progress)
-        self.stats = {"lines": len(pieces), "unique_lines": len(index), **self._embed_stats()}
+        self.stats = {"lines": len(pieces), "unique_lines": len(index), **embed_counts(self.embedder)}
         return Lines(unique, pieces, line_id, owner, field)
-
-    def _embed_stats(self) -> dict[str, int]:
-        last = getattr(self.embedder, "last_stats", {})
-        return {k: int(last.get(k, 0)) for k in ("cached", "computed", "windows", "long_texts")}
 
     def fit_codebook(self, unique: np.ndarray, line_id: np.ndarray, field: np.ndarray) -> LineEncoder:
         """Per field, k-means over its distinct line vectors, each weighted by how often it occurs (lines
@@ -151,7 +148,7 @@ class LineEncoder:
         """
         ids: dict[str, int] = {}
         vectors, line_id, owner, field, fitted, sizes = [], [], [], [], [], []
-        stats = dict.fromkeys(("lines", "cached", "computed", "windows", "long_texts"), 0)
+        stats, offset = dict.fromkeys(("lines", "cached", "computed", "windows", "long_texts"), 0), 0
         for c, (values, fit) in enumerate(chunks):
             pieces, own, fld = self._pieces(values)
             new: list[str] = []
@@ -163,24 +160,21 @@ class LineEncoder:
                     new.append(p)
                 gid[k] = g
             if new:
-                scaled = None if progress is None else (
-                    lambda stage, f, info="", c=c: progress(stage, (c + f) / max(total, c + 1), info))
-                vectors.append(self.embedder.embed(new, progress=scaled))
-                stats.update({k: stats[k] + v for k, v in self._embed_stats().items()})
-            offset = sum(sizes)
+                vectors.append(self.embedder.embed(new, progress=progress and part_progress(progress, c, total)))
+                stats.update({k: stats[k] + v for k, v in embed_counts(self.embedder).items()})
             line_id.append(gid)
             owner.append((own + offset).astype(np.int32))
             field.append(fld.astype(np.int8))
             fitted.append(np.asarray(fit, dtype=bool)[own])
             sizes.append(len(values))
+            offset += len(values)
             stats["lines"] += len(pieces)
         unique = np.concatenate(vectors) if vectors else np.zeros((0, self.embedder.dim), np.float32)
         del vectors
         line_id, owner, field, fitted = (np.concatenate(a) if a else np.zeros(0, t) for a, t in (
             (line_id, np.int32), (owner, np.int32), (field, np.int8), (fitted, bool)))
         if self.clusters:
-            keep = fitted
-            self.fit_codebook(unique, line_id[keep], field[keep])
+            self.fit_codebook(unique, line_id[fitted], field[fitted])
         del fitted
         self.stats = {**stats, "unique_lines": len(ids)}
         del ids

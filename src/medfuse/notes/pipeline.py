@@ -29,10 +29,10 @@ import pyarrow.parquet as pq
 
 from medfuse import distributed
 from medfuse.data.cohort import Cohort
-from medfuse.notes.embed import NoteEmbedder
+from medfuse.notes.embed import NoteEmbedder, embed_counts
 from medfuse.notes.lines import LineEncoder
 from medfuse.notes.text import DEFAULT_TEMPLATE, NoteTexts, iter_texts, template_fields
-from medfuse.progress import ProgressFn, no_progress
+from medfuse.progress import ProgressFn, no_progress, part_progress
 
 EMBEDDINGS_FILE = "note_embeddings.parquet"
 CONFIG_FILE = "embed_config.json"
@@ -159,17 +159,14 @@ def embed_cohort(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None, 
                               max_blocks=cfg.line_max)
         dim, blocks = encoder.dim, encoder.fit_transform_chunks(texts(), progress, total)
     else:
-        encoder, dim, stats = None, embedder.dim, dict.fromkeys(("cached", "computed", "windows", "long_texts"), 0)
+        encoder, dim, stats = None, embedder.dim, dict.fromkeys(embed_counts(embedder), 0)
 
         def embed_texts() -> Iterator[np.ndarray]:
             for c, _ in enumerate(texts()):
                 nt = chunks[-1]
-
-                def scaled(stage: str, f: float, info: str = "", c: int = c) -> None:
-                    progress(stage, (c + f) / total, info)
-
-                yield embedder.embed([nt.texts[i] for i in np.flatnonzero(nt.has_text)], progress=scaled)
-                stats.update({k: stats[k] + int(embedder.last_stats.get(k, 0)) for k in stats})
+                yield embedder.embed([nt.texts[i] for i in np.flatnonzero(nt.has_text)],
+                                     progress=part_progress(progress, c, total))
+                stats.update({k: stats[k] + v for k, v in embed_counts(embedder).items()})
 
         blocks = embed_texts()
     main = distributed.is_main()  # every rank computes the same vectors; rank 0 writes them
