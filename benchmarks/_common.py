@@ -70,7 +70,7 @@ def demo_bundle() -> Path:
 
     from medfuse.config import load_config
     from medfuse.data.prepare import prepare_cohort
-    from medfuse.pipeline import train_run
+    from medfuse.runs.stages import train_run
     from medfuse.serving import export_bundle
 
     out = CACHE / "demo-model"
@@ -86,7 +86,7 @@ def demo_bundle() -> Path:
 
 def new_patient_records(fmt: str, admissions: int, seed: int) -> Path:
     """Patient records (JSON Lines) of a synthetic hospital of another seed, made once under .cache."""
-    from medfuse.serving.convert import records_from_raw
+    from medfuse.serving.raw_records import records_from_raw
 
     out = CACHE / f"records-{fmt}-{admissions}-{seed}.jsonl"
     if not out.exists():

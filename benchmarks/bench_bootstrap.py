@@ -11,7 +11,7 @@ import time
 import numpy as np
 from _common import save
 
-from medfuse.training.metrics import bootstrap_metrics
+from medfuse.evaluation.metrics import bootstrap_metrics
 
 BUDGET_S = 30.0
 

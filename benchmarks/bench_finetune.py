@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from medfuse.data import Cohort
     from medfuse.notes.finetune import finetune_notes, head_probabilities
-    from medfuse.notes.pipeline import embed_cohort
+    from medfuse.notes.embeddings import embed_cohort
     from medfuse.notes.text import build_texts
-    from medfuse.training.classical import tfidf_logreg
+    from medfuse.runs.baselines import tfidf_logreg
 
     cfg = config()
     split = SCORED_SPLIT[args.mode]

@@ -61,7 +61,7 @@ def main() -> None:
         print(r, flush=True)
         runs.append(r)
     result = {"model": "demo.toml (synthetic mimic3 seed 1, 2,000 admissions, all-MiniLM-L6-v2 lines)",
-              "records": "synthetic mimic3 seed 5 via medfuse.serving.convert.records_from_raw",
+              "records": "synthetic mimic3 seed 5 via medfuse.serving.raw_records.records_from_raw",
               "cache": "none" if args.no_cache else "empty at start", "batch_size": args.batch_size, "runs": runs,
               "target_patients_per_second": 20}
     if len(runs) > 1:

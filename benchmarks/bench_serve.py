@@ -11,7 +11,7 @@ BUNDLE is a model bundle with the demo's settings and the default text model (by
     medfuse export runs/serve/run --out runs/serve/model
 
 Each request carries one realistic record: an admission of a synthetic hospital of another seed (7) in
-the bundle's source layout, turned into a record by ``medfuse.serving.convert.records_from_raw``, with a
+the bundle's source layout, turned into a record by ``medfuse.serving.raw_records.records_from_raw``, with a
 300-600 word note and its first 30-80 lab results. Every level is warmed up, then runs for ``--duration``
 seconds (and at most ``--max-requests`` requests). Prints and writes benchmarks/results/serve.json:
 requests/s, latency p50 / p95 / p99, the mean batch size (from ``/v1/stats``), CPU seconds of the server
@@ -47,7 +47,7 @@ RECORD_SEED = 7  # the synthetic hospital the records come from; the demo's mode
 
 def realistic_records(source: str, admissions: int = 400) -> list[bytes]:
     """Request bodies of one record each: notes of 300-600 words and the first 30-80 lab results."""
-    from medfuse.serving.convert import records_from_raw
+    from medfuse.serving.raw_records import records_from_raw
 
     rng = np.random.default_rng(0)
     bodies = []

@@ -3,7 +3,7 @@ embed-notes -> compare, with the `medfuse demo` settings (src/medfuse/resources/
 
 Writes benchmarks/results/compare_<name>.json (the comparison plus the run's settings, timings and
 machine) and compare_<name>.md, which is rendered from that JSON alone: a title, a settings paragraph,
-the table of medfuse.training.compare.comparison_markdown and a reading computed from the numbers.
+the table of medfuse.runs.compare.comparison_markdown and a reading computed from the numbers.
 Reported cohorts use synthetic seeds no design choice looked at (docs/protocol.md):
 
     python benchmarks/compare_cohort.py --admissions 2000 --seed 1 --name demo
@@ -42,7 +42,7 @@ def _peak_rss_mib() -> float:
 def build_config(args: argparse.Namespace):
     """The demo configuration with this cohort's size and seed, the rows, the seeds and the grid."""
     from medfuse.config import default_config_text, load_config
-    from medfuse.training.compare import INHERITS_MEDFUSE, variants
+    from medfuse.runs.compare import INHERITS_MEDFUSE, variants
 
     demo = Path(__file__).resolve().parents[1] / "src" / "medfuse" / "resources" / "demo.toml"
     cfg = load_config(args.config or demo, {"synth": {"admissions": args.admissions, "seed": args.seed}})
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> dict:
     from medfuse.data.prepare import prepare_cohort
     from medfuse.data.synth import generate
     from medfuse.progress import stage_progress
-    from medfuse.training.compare import compare
+    from medfuse.runs.compare import compare
     from medfuse.training.inputs import ensure_labs_run, ensure_notes_run
 
     cfg = build_config(args)
@@ -185,7 +185,7 @@ def settings_paragraph(table: dict) -> str:
 
 def reading(table: dict) -> str:
     """A few sentences computed from the table: MEDFuse, the best baseline, the paired Δ, the lambda range."""
-    from medfuse.training.compare import best_baseline, delta_text
+    from medfuse.runs.compare import best_baseline, delta_text
 
     medfuse = next((r for r in table["models"] if r["name"] == "MEDFuse"), None)
     best = best_baseline(table)
@@ -215,7 +215,7 @@ def reading(table: dict) -> str:
 
 def render(table: dict, title: str) -> str:
     """The whole Markdown page of a comparison JSON."""
-    from medfuse.training.compare import comparison_markdown
+    from medfuse.runs.compare import comparison_markdown
 
     parts = [f"# {title}", settings_paragraph(table), comparison_markdown(table).rstrip("\n")]
     text = reading(table)

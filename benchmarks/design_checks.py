@@ -161,7 +161,7 @@ def labs_run(cohort: Path, cfg: MedfuseConfig, overrides: dict) -> Path:
 
 def notes_run(cohort: Path, cfg: MedfuseConfig, unit: str = "lines") -> Path:
     """An embed-notes run with the shipped [notes] settings and ``unit``; embedded once (cached vectors)."""
-    from medfuse.notes.pipeline import EMBEDDINGS_FILE, embed_cohort
+    from medfuse.notes.embeddings import EMBEDDINGS_FILE, embed_cohort
 
     run = WORK / f"notes-{unit}"
     if not (run / EMBEDDINGS_FILE).is_file():
@@ -172,7 +172,7 @@ def notes_run(cohort: Path, cfg: MedfuseConfig, unit: str = "lines") -> Path:
 
 def bag_notes_run(cohort: Path, cfg: MedfuseConfig) -> Path:
     """The default note vectors cut to their bag-of-line-clusters blocks (the max blocks dropped)."""
-    from medfuse.notes.pipeline import EMBEDDINGS_FILE, load_note_embeddings, write_note_embeddings
+    from medfuse.notes.embeddings import EMBEDDINGS_FILE, load_note_embeddings, write_note_embeddings
     from medfuse.notes.text import template_fields
 
     run = WORK / "notes-bag"
@@ -209,8 +209,8 @@ class Inputs:
 def val_scores(y: np.ndarray, p: np.ndarray, subjects: np.ndarray, evaluate) -> dict:
     """Validation macro-AUPRC (labels with a positive) and cross-fitted validation macro-F1: patient-disjoint
     5-fold, 20 repeats, each fold thresholded by the ``[evaluate]`` threshold rule tuned on the other folds
-    (``medfuse.training.thresholds.cross_fitted_f1``), so no F1 is scored on the rows that chose its threshold."""
-    from medfuse.training.thresholds import cross_fitted_f1, rule_from_config
+    (``medfuse.evaluation.thresholds.cross_fitted_f1``), so no F1 is scored on the rows that chose its threshold."""
+    from medfuse.evaluation.thresholds import cross_fitted_f1, rule_from_config
     from medfuse.training.trainer import macro_auprc
 
     f1 = cross_fitted_f1(y, p, subjects, **rule_from_config(evaluate))["macro_f1"]
@@ -350,7 +350,7 @@ def lab_probes(inputs: Inputs, mltm_runs: list[dict], with_values: bool) -> dict
 
 def field_vectors(inputs: Inputs) -> np.ndarray:
     """One vector per template field (each field's text embedded whole, zeros when absent), concatenated."""
-    from medfuse.notes.pipeline import embedder_from_config
+    from medfuse.notes.embeddings import embedder_from_config
     from medfuse.notes.text import build_texts, template_fields
 
     notes = inputs.cfg.notes
@@ -368,7 +368,7 @@ def field_vectors(inputs: Inputs) -> np.ndarray:
 
 def note_probes(inputs: Inputs) -> dict:
     """The docs/notes.md probe table: each note vector through the same logistic-regression probe."""
-    from medfuse.notes.pipeline import load_note_embeddings
+    from medfuse.notes.embeddings import load_note_embeddings
     from medfuse.notes.text import build_texts, template_fields
     from medfuse.notes.tfidf import TfidfNotes
 

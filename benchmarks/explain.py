@@ -50,7 +50,7 @@ def build(name: str, seed: int, admissions: int, work_dir: Path, progress) -> tu
     from medfuse.data.cohort import Cohort
     from medfuse.data.prepare import prepare_cohort
     from medfuse.data.synth import generate
-    from medfuse.pipeline import train_run
+    from medfuse.runs.stages import train_run
     from medfuse.serving.bundle import export_bundle
     from medfuse.training.inputs import ensure_labs_run, ensure_notes_run
 
@@ -194,7 +194,7 @@ def faithfulness(predictor, records: list, lab_method: str, draws: int, seed: in
 def explain_split(raw: Path, bundle: Path, info: dict, split: str, methods: list[str], draws: int) -> dict:
     import pyarrow.parquet as pq
 
-    from medfuse.serving.convert import records_from_raw
+    from medfuse.serving.raw_records import records_from_raw
     from medfuse.serving.predict import Predictor
     from medfuse.serving.records import PatientRecord
 

@@ -38,7 +38,7 @@ def build(name: str, data: Path) -> Path:
     from medfuse.config import load_config
     from medfuse.data.prepare import prepare_cohort
     from medfuse.data.synth import generate
-    from medfuse.pipeline import evaluate_run, train_run
+    from medfuse.runs.stages import evaluate_run, train_run
 
     base, run = RUNS / name, RUNS / name / "run"
     if (run / "predictions_val.parquet").exists() and (run / "predictions_test.parquet").exists():
@@ -82,7 +82,7 @@ def classical(name: str) -> Path:
     from medfuse.config import load_config
     from medfuse.data.cohort import Cohort
     from medfuse.notes.text import build_texts
-    from medfuse.training.classical import lightgbm_labs, tfidf_logreg
+    from medfuse.runs.baselines import lightgbm_labs, tfidf_logreg
 
     out = RUNS / name / "classical.parquet"
     if out.exists():
@@ -134,7 +134,7 @@ def simulate(n_val: int, rule: dict, label_sets: int = 50, n_test: int = 20000, 
     Ten labels (prevalence 5-40%); per label a score ``s ~ N(0, 1) + d * y`` with ``d = 1.3`` and the
     calibrated probability ``P(y = 1 | s)``. Averaged over ``label_sets`` independent validation/test draws.
     """
-    from medfuse.training.thresholds import tune_thresholds
+    from medfuse.evaluation.thresholds import tune_thresholds
 
     prev = np.array([0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4])
     rng = np.random.default_rng(seed)
@@ -156,7 +156,7 @@ def simulate(n_val: int, rule: dict, label_sets: int = 50, n_test: int = 20000, 
 
 def choose(dev: dict[str, tuple], repeats: int) -> tuple[list[dict], dict]:
     """Score every candidate by out-of-fold F1 inside the development validation split; the best one."""
-    from medfuse.training.thresholds import cross_fitted_f1
+    from medfuse.evaluation.thresholds import cross_fitted_f1
 
     rows = []
     for rule in candidates():
@@ -170,8 +170,8 @@ def choose(dev: dict[str, tuple], repeats: int) -> tuple[list[dict], dict]:
 
 def report(y_val, p_val, y, p, groups, rules: dict[str, dict], n_resamples: int) -> dict:
     """Test macro/micro-F1 at each rule's validation thresholds; paired bootstrap of the chosen rule's gain."""
-    from medfuse.training.metrics import compute_metrics, paired_bootstrap_difference
-    from medfuse.training.thresholds import tune_thresholds
+    from medfuse.evaluation.metrics import compute_metrics, paired_bootstrap_difference
+    from medfuse.evaluation.thresholds import tune_thresholds
 
     thr = {name: tune_thresholds(y_val, p_val, **rule) for name, rule in rules.items()}
     out = {"val_admissions": len(y_val), "test_admissions": len(y), "test_patients": len(np.unique(groups)),
@@ -248,7 +248,7 @@ def main() -> None:
     if args.build_only:
         return
     from medfuse.config import EvaluateConfig
-    from medfuse.training.thresholds import rule_from_config
+    from medfuse.evaluation.thresholds import rule_from_config
 
     extra = {name: classical(name) for name in SYNTH}
     dev_file = extra[DEVELOPMENT]

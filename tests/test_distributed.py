@@ -170,7 +170,7 @@ def _job(rank: int, out: Path, cohort: Path, tiny_bert: Path) -> None:
     from medfuse.notes import embed_cohort
     from medfuse.notes.embed import EmbeddingCache
     from medfuse.notes.finetune import finetune_notes
-    from medfuse.pipeline import train_run
+    from medfuse.runs.stages import train_run
     from medfuse.training.trainer import fit
 
     grads = record_grads(lambda: fit(make_data(190), out / "fusion_grads", fusion_config()))
@@ -364,7 +364,7 @@ def test_sharded_embedding_is_bit_identical_and_the_cache_consistent(job, cohort
 
 
 def test_run_killed_at_rank_1_resumes_on_one_process(job, cohort):
-    from medfuse.pipeline import train_run
+    from medfuse.runs.stages import train_run
     from medfuse.training.checkpoint import load_checkpoint
 
     run = job / "killed"

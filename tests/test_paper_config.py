@@ -24,8 +24,8 @@ def test_paper_workflow_runs_with_a_local_llama(mimic3_cohort, tiny_llama, tmp_p
     import json
 
     from medfuse.notes.finetune import finetune_notes
-    from medfuse.notes.pipeline import embed_cohort
-    from medfuse.pipeline import evaluate_run, train_run
+    from medfuse.notes.embeddings import embed_cohort
+    from medfuse.runs.stages import evaluate_run, train_run
 
     cfg = load_config(PAPER, {"notes": {"model": str(tiny_llama), "epochs": 1, "cache": False, "device": "cpu"},
                               "labs": {"epochs": 2, "d_model": 16, "encoder_layers": 1, "decoder_layers": 1},

@@ -65,7 +65,7 @@ def synth(
             summary = write(out, cfg.admissions, seed=cfg.seed, note_fraction=cfg.note_fraction, progress=progress)
     except InputError as e:
         _fail(str(e))
-    from medfuse.reporting import print_mapping
+    from medfuse.console import print_mapping
 
     print_mapping(f"synthetic {cfg.format} data in {out}", summary)
 
@@ -88,7 +88,7 @@ def prepare(
     """Build a leakage-safe cohort (Parquet + manifest.json) from raw MIMIC-III/IV files or a MEDS dataset."""
     from medfuse.data.prepare import InputError, prepare_cohort
     from medfuse.progress import stage_progress
-    from medfuse.reporting import print_cohort_summary
+    from medfuse.console import print_cohort_summary
 
     cfg = _config(config, prepare={"source": source, "diseases": str(diseases) if diseases else None, "seed": seed,
                                    "notes_dir": str(notes_dir) if notes_dir else None, "window_hours": window_hours})
@@ -151,8 +151,8 @@ def embed_notes(
 ) -> None:
     """Embed the note + abnormal-lab text of every admission of every split with a language model."""
     from medfuse import distributed
-    from medfuse.notes.pipeline import embed_cohort
-    from medfuse.reporting import print_mapping
+    from medfuse.notes.embeddings import embed_cohort
+    from medfuse.console import print_mapping
 
     cfg = _config(config, notes={"model": model, "pooling": pooling, "max_length": max_length,
                                  "batch_tokens": batch_tokens, "device": device, "cache": cache}).notes
@@ -185,7 +185,7 @@ def finetune_notes(
     """Fine-tune a note model with LoRA + a linear multi-label head on the training split."""
     from medfuse.notes.finetune import finetune_notes as run_finetune
     from medfuse.progress import stage_progress
-    from medfuse.reporting import print_mapping
+    from medfuse.console import print_mapping
 
     cfg = _config(config, notes={"model": model, "epochs": epochs, "lr": lr, "lora_rank": rank,
                                  "device": device}).notes
@@ -218,7 +218,7 @@ def pretrain_labs(
     from medfuse import distributed
     from medfuse.data.cohort import Cohort
     from medfuse.labs import pretrain
-    from medfuse.reporting import print_mapping
+    from medfuse.console import print_mapping
 
     cfg = _config(config, labs={"epochs": epochs, "seed": seed, "mask_ratio": mask_ratio}).labs
     try:
@@ -271,8 +271,8 @@ def train(
 ) -> None:
     """Train MEDFuse (pretraining labs and embedding notes first when their runs are missing)."""
     from medfuse import distributed
-    from medfuse.pipeline import train_run
-    from medfuse.reporting import print_mapping
+    from medfuse.runs.stages import train_run
+    from medfuse.console import print_mapping
 
     cfg = _config(config, train={"kind": kind, "epochs": epochs, "mi_weight": mi_weight, "seed": seed,
                                  "labs_run": str(labs_run) if labs_run else None,
@@ -294,9 +294,9 @@ def evaluate(
     config: ConfigOpt = None,
 ) -> None:
     """Write RUN/metrics_<split>.json (with bootstrap 95% intervals) and RUN/predictions_<split>.parquet."""
-    from medfuse.pipeline import evaluate_run
+    from medfuse.runs.stages import evaluate_run
     from medfuse.progress import stage_progress
-    from medfuse.reporting import print_metrics
+    from medfuse.console import print_metrics
 
     cfg = _config(config, evaluate={"n_resamples": n_resamples})
     if not (run / "model.safetensors").exists():
@@ -317,8 +317,8 @@ def compare(
 ) -> None:
     """Train every baseline, ablation and lambda of the sweep; write compare.json and compare.md."""
     from medfuse.progress import stage_progress
-    from medfuse.reporting import print_comparison
-    from medfuse.training.compare import compare as run_compare
+    from medfuse.console import print_comparison
+    from medfuse.runs.compare import compare as run_compare
 
     cfg = _config(config, compare={"seeds": [int(s) for s in seeds.split(",")] if seeds else None},
                   train={"labs_run": str(labs_run) if labs_run else None,
@@ -336,7 +336,7 @@ def report(
     split: Annotated[str, typer.Option(help="The evaluated split to show.")] = "test",
 ) -> None:
     """Write RUN/report.html: cohort, metrics with intervals, comparison, curves, configuration."""
-    from medfuse.serving.report import build_report_with_explanations as build_report
+    from medfuse.runs.report import build_report_with_explanations as build_report
 
     if not (run / f"metrics_{split}.json").exists():
         _fail(f"{run}: no metrics_{split}.json; run `medfuse evaluate {run} --split {split}` first")
@@ -350,7 +350,7 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
 ) -> None:
     """Write a self-contained model bundle: weights, vocabulary, thresholds, metrics and a model card."""
-    from medfuse.reporting import print_model_card
+    from medfuse.console import print_model_card
     from medfuse.serving.bundle import BundleError, export_bundle, read_bundle
     from medfuse.serving.card import card
 
@@ -369,7 +369,7 @@ def info(
     """Print a model bundle's card: labels, training data, metrics with intervals, settings."""
     import json
 
-    from medfuse.reporting import print_model_card
+    from medfuse.console import print_model_card
     from medfuse.serving.bundle import BundleError, read_bundle
     from medfuse.serving.card import card
 
@@ -403,7 +403,7 @@ def predict(
 ) -> None:
     """Predict new patients (docs/predict.md): one output row per record; unreadable records go to errors.jsonl."""
     from medfuse.progress import stage_progress
-    from medfuse.reporting import print_mapping
+    from medfuse.console import print_mapping
     from medfuse.serving.batch import predict_file
     from medfuse.serving.bundle import BundleError
     from medfuse.serving.predict import Predictor
@@ -436,7 +436,7 @@ def records(
     import json
 
     from medfuse.data.raw import InputError
-    from medfuse.serving.convert import records_from_raw
+    from medfuse.serving.raw_records import records_from_raw
 
     if source not in ("mimic3", "mimic4", "meds"):
         _fail(f"--source {source!r}: expected mimic3, mimic4 or meds")
@@ -459,7 +459,7 @@ def demo(
     train, evaluate, compare, report, then export the model and predict 3 new patients with it."""
     from medfuse.demo import demo as run_demo
     from medfuse.progress import stage_progress
-    from medfuse.reporting import print_comparison, print_metrics, print_predictions
+    from medfuse.console import print_comparison, print_metrics, print_predictions
 
     cfg = _config(config or _demo_config(), synth={"admissions": admissions})
     with stage_progress() as progress:

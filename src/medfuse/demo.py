@@ -1,6 +1,6 @@
 """``medfuse demo``: the whole pipeline on synthetic data, offline.
 
-It sits above :mod:`medfuse.serving`, :mod:`medfuse.pipeline` and :mod:`medfuse.training.compare`, so that
+It sits above :mod:`medfuse.serving`, :mod:`medfuse.runs.stages` and :mod:`medfuse.runs.compare`, so that
 dependencies point one way: CLI, then this module, serving, the pipeline, then the stages (tests/test_layout.py).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medfuse.config import MedfuseConfig
-from medfuse.pipeline import evaluate_run, train_run
+from medfuse.runs.stages import evaluate_run, train_run
 from medfuse.progress import ProgressFn, no_progress
 
 
@@ -20,8 +20,8 @@ def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None
 
     from medfuse.data.prepare import prepare_cohort
     from medfuse.serving import export_bundle
-    from medfuse.serving.report import build_report_with_explanations
-    from medfuse.training.compare import compare
+    from medfuse.runs.report import build_report_with_explanations
+    from medfuse.runs.compare import compare
 
     progress = progress or no_progress
     out = Path(out)
@@ -59,7 +59,7 @@ def use_model(out: Path, model: Path, cfg: MedfuseConfig, progress: ProgressFn, 
     import json
 
     from medfuse.serving import PatientRecord, Predictor
-    from medfuse.serving.convert import records_from_raw
+    from medfuse.serving.raw_records import records_from_raw
 
     progress("use the model", 0.0, f"predict {n} new patients")
     synthetic(out / "new_raw", cfg.synth.format, 20, cfg.synth.seed + 1000, 1.0)

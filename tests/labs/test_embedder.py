@@ -11,7 +11,7 @@ from conftest import tiny_config
 from medfuse.data.cohort import Cohort
 from medfuse.labs import LabEmbedder
 from medfuse.labs.model import MLTM
-from medfuse.labs.train import lab_vocab, model_config, save_run
+from medfuse.labs.pretraining import lab_vocab, model_config, save_run
 
 
 @pytest.fixture(scope="module")

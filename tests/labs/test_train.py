@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-import medfuse.labs.train as train_mod
+import medfuse.labs.pretraining as train_mod
 from conftest import make_cohort, tiny_config
 from medfuse.data.cohort import Cohort
 from medfuse.labs import pretrain

@@ -69,7 +69,7 @@ def test_finetune_lines(cohort_dir, tiny_bert, tmp_path):
     training-time vectors equal LineEncoder's max blocks, and embed-notes with the adapter embeds lines."""
     from medfuse.notes.finetune import head_probabilities, model_inputs
     from medfuse.notes.lines import LineEncoder
-    from medfuse.notes.pipeline import embed_cohort
+    from medfuse.notes.embeddings import embed_cohort
     from medfuse.notes.text import template_fields
 
     cfg = _cfg(tiny_bert, tmp_path, epochs=6, dtype="float32", cpu_autocast="off")

@@ -28,7 +28,7 @@ def served(tmp_path_factory, tiny_bert):
     from medfuse.config import load_config
     from medfuse.data.prepare import prepare_cohort
     from medfuse.data.synth import generate
-    from medfuse.pipeline import train_run
+    from medfuse.runs.stages import train_run
     from medfuse.serving.bundle import export_bundle
 
     root = tmp_path_factory.mktemp("served")

@@ -138,7 +138,7 @@ def test_known_unit_conversion_gives_the_same_prediction(predictor):
 
 
 def test_parquet_input_equals_jsonl_input(predictor, served, tmp_path):
-    from medfuse.serving.convert import records_from_raw
+    from medfuse.serving.raw_records import records_from_raw
 
     root, _ = served
     rows = records_from_raw(root / "raw", "mimic4", limit=12)

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from medfuse.serving.convert import records_from_raw
+from medfuse.serving.raw_records import records_from_raw
 from medfuse.serving.explain import Explainer, explain_batch
 from medfuse.serving.predict import Predictor
 from medfuse.serving.records import PatientRecord
@@ -169,7 +169,7 @@ def test_integrated_gradients_add_up_to_the_change_from_the_median_baseline(pred
 
 
 def test_report_section_shows_explained_test_patients(served):
-    from medfuse.serving.report import explained_section
+    from medfuse.runs.report import explained_section
 
     root, _ = served
     page = explained_section(root / "run", json.loads((root / "run" / "run.json").read_text()))

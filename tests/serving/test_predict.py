@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from medfuse.data import Cohort
-from medfuse.serving.convert import records_from_raw
+from medfuse.serving.raw_records import records_from_raw
 from medfuse.serving.predict import Predictor
 from medfuse.serving.records import PatientRecord
 
@@ -45,7 +45,7 @@ def test_bundle_predictions_match_evaluate_on_synthetic_raw_rows(served):
 
 @pytest.mark.parametrize("source", ["mimic3", "mimic4"])
 def test_bundle_predictions_match_evaluate_on_real_demo(source, request, served, tmp_path):
-    from medfuse.pipeline import train_run
+    from medfuse.runs.stages import train_run
     from medfuse.serving.bundle import export_bundle
 
     _, cfg = served
@@ -110,7 +110,7 @@ def test_cohort_in_memory_reads_like_the_folder(served):
 def test_bundle_carries_a_lora_adapter_of_a_llama_model(served, tiny_llama, tmp_path):
     """``notes.finetune``: one train command fine-tunes a Llama-style note model with LoRA, embeds with the
     adapter and trains fusion; the bundle holds the adapter and head, and its predictions equal evaluate's."""
-    from medfuse.pipeline import train_run
+    from medfuse.runs.stages import train_run
     from medfuse.serving.bundle import export_bundle
 
     root, cfg = served

@@ -63,7 +63,7 @@ def histories(tmp: Path, tiny_bert: Path) -> dict:
     from medfuse.data.synth import generate
     from medfuse.labs import pretrain
     from medfuse.notes.finetune import finetune_notes
-    from medfuse.notes.pipeline import embed_cohort
+    from medfuse.notes.embeddings import embed_cohort
 
     generate(tmp / "raw", "mimic3", 240, seed=0)
     cfg = load_config(overrides={"labs": {"epochs": 3}, "train": {"epochs": 3},
@@ -73,7 +73,7 @@ def histories(tmp: Path, tiny_bert: Path) -> dict:
     pretrain(tmp / "cohort", tmp / "labs", cfg.labs)
     finetune_notes(tmp / "cohort", tmp / "finetune", cfg.notes)
     embed_cohort(tmp / "cohort", tmp / "notes", cfg.notes)
-    from medfuse.pipeline import train_run
+    from medfuse.runs.stages import train_run
 
     run_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
         update={"labs_run": str(tmp / "labs"), "notes_run": str(tmp / "notes")})})

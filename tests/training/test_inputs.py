@@ -41,7 +41,7 @@ def test_lab_value_channels_follow_the_given_key_order(mimic3_cohort):
 def runs(mimic3_cohort, tmp_path_factory):
     """A small MLTM run and a note-embedding run (random vectors, some admissions missing, rows shuffled)."""
     from medfuse.labs import pretrain
-    from medfuse.notes.pipeline import write_note_embeddings
+    from medfuse.notes.embeddings import write_note_embeddings
 
     root = tmp_path_factory.mktemp("inputs")
     cohort = Cohort(mimic3_cohort)
@@ -147,7 +147,7 @@ def test_reading_batches_keeps_the_files_out_of_the_resident_set(tmp_path):
 
 
 def test_a_note_run_without_some_cohort_admissions_is_refused(mimic3_cohort, runs, tmp_path):
-    from medfuse.notes.pipeline import write_note_embeddings
+    from medfuse.notes.embeddings import write_note_embeddings
 
     cohort = Cohort(mimic3_cohort)
     n = len(cohort.hadm_ids)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from medfuse.data.cohort import Cohort
 from medfuse.labs.model import MLTM, MLTMConfig
-from medfuse.labs.train import CONFIG_FILE, MODEL_FILE, VOCAB_FILE
+from medfuse.labs.pretraining import CONFIG_FILE, MODEL_FILE, VOCAB_FILE
 from medfuse.torch_utils import resolve_device
 
 

@@ -4,7 +4,7 @@ Importing this package is cheap: torch and transformers load only when a model i
 """
 
 from medfuse.notes.embed import NoteEmbedder, default_cache_dir
-from medfuse.notes.pipeline import embed_cohort, load_note_embeddings, write_note_embeddings
+from medfuse.notes.embeddings import embed_cohort, load_note_embeddings, write_note_embeddings
 from medfuse.notes.text import DEFAULT_TEMPLATE, NoteTexts, build_texts
 
 __all__ = [

@@ -408,7 +408,7 @@ def head_probabilities(run_dir: str | Path, notes: NoteTexts, label_names: list[
     un-normalised pooled vectors of whole texts (``unit = "text"``) or the per-field max blocks of
     normalised line vectors (``unit = "lines"``). A row without text gets the head's bias alone."""
     from medfuse.config import NotesConfig
-    from medfuse.notes.pipeline import embedder_from_config
+    from medfuse.notes.embeddings import embedder_from_config
 
     weight, bias, labels = load_head(run_dir)
     if labels and labels != list(label_names):

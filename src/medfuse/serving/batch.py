@@ -253,10 +253,10 @@ def _predicted_chunks(predictor, source: Path, explain: bool, batch_size: int, s
 
 def _meds_chunks(predictor, source: Path, explain: bool, batch_size: int, progress: ProgressFn, errors,
                  summary: BatchSummary, meds=None):
-    """A MEDS dataset's admissions as records (:class:`~medfuse.serving.convert.RawRecords`, the relations of
+    """A MEDS dataset's admissions as records (:class:`~medfuse.serving.raw_records.RawRecords`, the relations of
     ``prepare --source meds``), with the labels their diagnoses give by the bundle's definitions."""
     from medfuse.data.diseases import Disease
-    from medfuse.serving.convert import RawRecords
+    from medfuse.serving.raw_records import RawRecords
 
     definitions = predictor.bundle.get("label_definitions", {})
     diseases = [Disease(n, d.get("title", n), tuple(d.get("icd9", ())), tuple(d.get("icd10", ())))

@@ -90,12 +90,12 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False)
     from medfuse.data.cohort import Cohort
     from medfuse.data.diseases import load_diseases
     from medfuse.data.sections import ALLOWED_SECTIONS
-    from medfuse.labs.train import CONFIG_FILE as LABS_CONFIG
-    from medfuse.labs.train import MODEL_FILE as LABS_MODEL
-    from medfuse.labs.train import VOCAB_FILE
+    from medfuse.labs.pretraining import CONFIG_FILE as LABS_CONFIG
+    from medfuse.labs.pretraining import MODEL_FILE as LABS_MODEL
+    from medfuse.labs.pretraining import VOCAB_FILE
     from medfuse.notes.lines import CODEBOOK_FILE
-    from medfuse.notes.pipeline import CONFIG_FILE as EMBED_CONFIG
-    from medfuse.pipeline import RUN_FILE, THRESHOLDS_FILE, evaluate_run, load_run_data
+    from medfuse.notes.embeddings import CONFIG_FILE as EMBED_CONFIG
+    from medfuse.runs.stages import RUN_FILE, THRESHOLDS_FILE, evaluate_run, load_run_data
     from medfuse.training.trainer import MODEL_CONFIG_FILE, MODEL_FILE
 
     run_dir, out = Path(run_dir), Path(out)

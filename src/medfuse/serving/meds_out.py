@@ -1,7 +1,7 @@
 """``medfuse predict --format meds``: predictions as MEDS-Evaluation prediction files, one per label.
 
 A MEDS dataset's admissions are predicted through the bundle (their records come from
-:class:`~medfuse.serving.convert.RawRecords`) and each label gets ``OUT/<label>.parquet`` with the columns
+:class:`~medfuse.serving.raw_records.RawRecords`) and each label gets ``OUT/<label>.parquet`` with the columns
 MEDS-Evaluation reads (:data:`PREDICTION_SCHEMA`): the subject, the prediction time, the truth where the
 admission's diagnoses give it, the decision at the bundle's frozen threshold and the probability. The
 folder is built beside ``OUT`` and renamed into place when complete. docs/meds.md ("Predictions in MEDS").
@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medfuse.serving.convert import RecordChunk
+from medfuse.serving.raw_records import RecordChunk
 
 PREDICTION_SCHEMA = pa.schema([
     ("subject_id", pa.int64()),

@@ -310,7 +310,7 @@ def note_run_alignment(cohort: Cohort, notes_run: str | Path) -> tuple[Path, np.
     in cohort row order)`` of an ``embed-notes`` run; every cohort admission must be in it."""
     import pyarrow.parquet as pq
 
-    from medfuse.notes.pipeline import EMBEDDINGS_FILE
+    from medfuse.notes.embeddings import EMBEDDINGS_FILE
 
     path = Path(notes_run)
     path = path / EMBEDDINGS_FILE if path.is_dir() else path
@@ -331,7 +331,7 @@ def note_run_alignment(cohort: Cohort, notes_run: str | Path) -> tuple[Path, np.
 
 def _fingerprint(cohort: Cohort, labs_run: Path, embeddings: Path, batch_size: int) -> dict:
     """What a store was built from: paths, sizes and modification times of the files it read."""
-    from medfuse.labs.train import MODEL_FILE, VOCAB_FILE
+    from medfuse.labs.pretraining import MODEL_FILE, VOCAB_FILE
 
     def stamp(path: Path) -> list:
         s = path.stat()
@@ -424,7 +424,7 @@ def ensure_labs_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress:
     """The MLTM run to use: ``train.labs_run`` if set, else ``run_dir/labs`` (pretrained when absent)."""
     from medfuse.labs import pretrain
     from medfuse.labs.evaluate import reconstruction_table
-    from medfuse.labs.train import MODEL_FILE
+    from medfuse.labs.pretraining import MODEL_FILE
 
     path = Path(cfg.train.labs_run) if cfg.train.labs_run else run_dir / "labs"
     if not (path / MODEL_FILE).exists():
@@ -443,7 +443,7 @@ def ensure_notes_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress
     ``run_dir/finetune`` (kept when already there, so ``--resume`` passes it) and the notes are embedded with it.
     """
     from medfuse.notes.finetune import FINETUNE_CONFIG, finetune_notes
-    from medfuse.notes.pipeline import EMBEDDINGS_FILE, embed_cohort
+    from medfuse.notes.embeddings import EMBEDDINGS_FILE, embed_cohort
 
     path = Path(cfg.train.notes_run) if cfg.train.notes_run else run_dir / "notes"
     if not (path / EMBEDDINGS_FILE).exists():

@@ -43,8 +43,8 @@ def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, 
     Under torchrun every rank runs it (each stage shares its work out); rank 0 alone writes ``run_dir``.
     """
     from medfuse import distributed
+    from medfuse.evaluation.thresholds import rule_from_config, tune_thresholds
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.thresholds import rule_from_config, tune_thresholds
     from medfuse.training.trainer import fit, load_net, predict
 
     progress = progress or no_progress
@@ -76,10 +76,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", n_resamples: int = 10
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from medfuse.evaluation.metrics import evaluate_predictions
+    from medfuse.evaluation.subgroups import cohort_subgroups
+    from medfuse.evaluation.thresholds import rule_from_config
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.metrics import evaluate_predictions
-    from medfuse.training.subgroups import cohort_subgroups
-    from medfuse.training.thresholds import rule_from_config
     from medfuse.training.trainer import load_net, predict
 
     progress = progress or no_progress

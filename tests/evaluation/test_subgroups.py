@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from medfuse.data.cohort import Cohort
-from medfuse.training.subgroups import age_bands, cohort_subgroups
+from medfuse.evaluation.subgroups import age_bands, cohort_subgroups
 
 
 def test_age_band_edges():

@@ -91,7 +91,7 @@ def variants(mi_weights: list[float], finetuned: bool = False) -> list[Variant]:
 
 
 def headline(metrics: dict) -> dict[str, float]:
-    """The HEADLINE figures of a :func:`~medfuse.training.metrics.compute_metrics` result, e.g. ``macro_f1``."""
+    """The HEADLINE figures of a :func:`~medfuse.evaluation.metrics.compute_metrics` result, e.g. ``macro_f1``."""
     return {m: metrics[m.split("_")[0]][m.split("_")[1]] for m in HEADLINE}
 
 
@@ -169,8 +169,8 @@ def run_job(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray
 
 
 def _train(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray, float]:
+    from medfuse.runs.baselines import lightgbm_labs, tfidf_logreg
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.classical import lightgbm_labs, tfidf_logreg
     from medfuse.training.inputs import lab_encoder
     from medfuse.training.trainer import fit, load_net, predict
 
@@ -279,7 +279,7 @@ def run_jobs(inputs: JobInputs, jobs: list[Job], on_done, workers: int, total: i
 def frozen_note_inputs(cohort: Cohort, labs_run: Path, out: Path, cfg: MedfuseConfig, progress: ProgressFn):
     """Fusion inputs with the frozen note model (``notes.model``, no adapter), embedded into
     ``out/notes-frozen`` when absent."""
-    from medfuse.notes.pipeline import EMBEDDINGS_FILE, embed_cohort
+    from medfuse.notes.embeddings import EMBEDDINGS_FILE, embed_cohort
     from medfuse.training.inputs import load_fusion_data
 
     path = out / "notes-frozen"
@@ -294,11 +294,11 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
     Jobs run ``compare.workers`` at a time (:func:`run_jobs`); every job's numbers depend only on its row,
     settings and seed, so the table is the same for any number of workers.
     """
+    from medfuse.evaluation.metrics import compute_metrics, evaluate_predictions
+    from medfuse.evaluation.thresholds import rule_from_config, tune_thresholds
     from medfuse.notes.text import build_texts
     from medfuse.torch_utils import resolve_device
     from medfuse.training.inputs import run_inputs
-    from medfuse.training.metrics import compute_metrics, evaluate_predictions
-    from medfuse.training.thresholds import rule_from_config, tune_thresholds
     from medfuse.training.trainer import macro_auprc
 
     progress = progress or no_progress
@@ -374,7 +374,7 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
              progress)
     results = [rows[v.name] for v in chosen]
     if "MEDFuse" in first_seed:
-        from medfuse.training.metrics import paired_bootstrap_difference
+        from medfuse.evaluation.metrics import paired_bootstrap_difference
 
         p_med, t_med = first_seed["MEDFuse"]
         for r in results:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from medfuse.training.metrics import (
+from medfuse.evaluation.metrics import (
     _Prepared,
     bootstrap_metrics,
     compute_metrics,
@@ -18,7 +18,7 @@ from medfuse.training.metrics import (
     expected_calibration_error,
     paired_bootstrap_difference,
 )
-from medfuse.training.thresholds import tune_thresholds
+from medfuse.evaluation.thresholds import tune_thresholds
 
 
 def _data(n: int = 2000, n_labels: int = 6, seed: int = 0, decimals: int | None = 2):
@@ -396,7 +396,7 @@ def test_paired_difference_uses_the_resamples_of_bootstrap_metrics():
 
 
 def test_importing_metrics_and_plots_does_not_import_matplotlib_or_sklearn():
-    code = ("import sys, medfuse.training.metrics, medfuse.training.plots; "
+    code = ("import sys, medfuse.evaluation.metrics, medfuse.evaluation.plots; "
             "print(sorted(m for m in ('matplotlib', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -71,7 +71,7 @@ def roc_pr_curves(y_true, y_prob, label_names: Sequence[str] | None = None,
     Two labels per row of the grid. A label lacking positives or negatives gets an empty panel that
     says so instead of a curve.
     """
-    from medfuse.training.metrics import compute_metrics
+    from medfuse.evaluation.metrics import compute_metrics
 
     y, p = _as_2d(y_true, y_prob)
     n_labels = y.shape[1]
@@ -129,7 +129,7 @@ def calibration_plot(y_true, y_prob, label_names: Sequence[str] | None = None, n
     Shows all (admission, label) cells pooled, and the ``max_labels`` most prevalent labels; below, a
     histogram of the predicted probabilities. The ECE of each curve is in its legend entry.
     """
-    from medfuse.training.metrics import expected_calibration_error
+    from medfuse.evaluation.metrics import expected_calibration_error
 
     y, p = _as_2d(y_true, y_prob)
     n_labels = y.shape[1]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from medfuse.config import EvaluateConfig, load_config
-from medfuse.training.metrics import compute_metrics
-from medfuse.training.thresholds import _folds, cross_fitted_f1, rule_from_config, tune_thresholds
+from medfuse.evaluation.metrics import compute_metrics
+from medfuse.evaluation.thresholds import _folds, cross_fitted_f1, rule_from_config, tune_thresholds
 
 # one label, scores in decreasing order; F1 at each candidate threshold (n_pos = 3):
 #   t=0.9: tp 1, pred 1 -> 2/4 = 0.5      t=0.8: tp 2, pred 2 -> 4/5 = 0.8

@@ -1,7 +1,7 @@
 """Subgroups of a split for ``metrics.json``: missing modalities, sex, age band and race / ethnicity.
 
 Each family maps a subgroup name to a boolean row mask, the input of
-:func:`medfuse.training.metrics.evaluate_predictions`. See ``docs/evaluation.md``.
+:func:`medfuse.evaluation.metrics.evaluate_predictions`. See ``docs/evaluation.md``.
 """
 
 from __future__ import annotations

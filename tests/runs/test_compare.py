@@ -1,4 +1,4 @@
-"""The comparison's tuning grid, its configuration, and parallel trials (the CLI run is in tests/test_pipeline.py)."""
+"""The comparison's tuning grid, its configuration, and parallel trials (the CLI run is in tests/runs/test_stages.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from medfuse.config import ConfigError, load_config
-from medfuse.training.compare import (
+from medfuse.runs.compare import (
     HEADLINE,
     PREDICTIONS_FILE,
     best_baseline,

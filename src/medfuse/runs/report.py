@@ -1,4 +1,4 @@
-"""``report.html`` with explanations: the report of :mod:`medfuse.training.report` plus "Explained test
+"""``report.html`` with explanations: the report of :mod:`medfuse.evaluation.report` plus "Explained test
 patients", a few test admissions with their lab and note-line scores.
 
 The run's model bundle (``RUN/model`` when it holds this run's weights, else one exported to a temporary
@@ -12,12 +12,23 @@ import hashlib
 import html
 import json
 import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from medfuse.data.cohort import Cohort
+from medfuse.evaluation.report import (
+    cohort_section,
+    comparison_section,
+    headline_section,
+    html_img,
+    html_table,
+    page,
+    versions_table,
+)
 
 PATIENTS = 3
 LABELS_PER_PATIENT = 2
@@ -170,9 +181,67 @@ def explained_section(run_dir: Path, info: dict, split: str = "test") -> str:
 
 def build_report_with_explanations(run_dir: str | Path, compare_dir: str | Path | None = None,
                                    split: str = "test") -> Path:
-    """``RUN/report.html`` (:func:`medfuse.training.report.build_report`) with the explained patients."""
-    from medfuse.training.report import build_report
+    """``RUN/report.html`` (:func:`medfuse.evaluation.report.build_report`) with the explained patients."""
 
     run_dir = Path(run_dir)
     info = json.loads((run_dir / "run.json").read_text())
     return build_report(run_dir, compare_dir, split, extra_sections=[explained_section(run_dir, info, split)])
+
+
+def mltm_section(labs_run: Path) -> str:
+    history_file = labs_run / "history.json"
+    recon_file = labs_run / "reconstruction.json"
+    parts = ["<h2>Masked lab-test modelling (MLTM)</h2>"]
+    if recon_file.exists():
+        recon = json.loads(recon_file.read_text())
+        parts.append(f"<p class='sub'>{html.escape(recon.get('description', ''))}</p>")
+        parts.append(html_table(["method", "NRMSE (all hidden values)"], [[k, v] for k, v in recon["overall"].items()]))
+    if history_file.exists():
+        from medfuse.evaluation.plots import training_curves
+
+        hist = json.loads(history_file.read_text())  # per-epoch lists
+        epochs = [{"epoch": e, "train_loss": t, "val_loss": v}
+                  for e, t, v in zip(hist["epoch"], hist["train_loss"], hist["val_loss"])]
+        if epochs:
+            parts.append(html_img(training_curves(epochs, ["train_loss", "val_loss"]), "MLTM training curve"))
+    return "\n".join(parts)
+
+
+def build_report(run_dir: str | Path, compare_dir: str | Path | None = None, split: str = "test",
+                 extra_sections: Sequence[str] = ()) -> Path:
+    """Write ``run_dir/report.html`` from a trained, evaluated run (and an optional comparison);
+    ``extra_sections`` (HTML) follow the calibration plot (:mod:`medfuse.runs.report` adds explanations)."""
+    from medfuse.evaluation.plots import calibration_plot, roc_pr_curves, training_curves
+
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    cohort = Cohort(info["cohort"])
+    metrics = json.loads((run_dir / f"metrics_{split}.json").read_text())
+    preds = pq.read_table(run_dir / f"predictions_{split}.parquet")
+    names = cohort.label_names
+    y = np.stack([preds.column(f"{n}__true").to_numpy() for n in names], axis=1)
+    p = np.stack([preds.column(f"{n}__prob").to_numpy() for n in names], axis=1)
+    history = json.loads((run_dir / "history.json").read_text())
+    sections = [
+        "<h1>medfuse report</h1>",
+        (f"<p class='sub'>Run <code>{html.escape(str(run_dir.resolve()))}</code> · generated "
+        f"{datetime.now(UTC).isoformat(timespec='seconds')}</p>"),
+        cohort_section(cohort),
+        headline_section(metrics),
+    ]
+    if compare_dir and (Path(compare_dir) / "compare.json").exists():
+        sections.append(comparison_section(json.loads((Path(compare_dir) / "compare.json").read_text())))
+    sections += [
+        "<h2>ROC and precision-recall curves</h2>", html_img(roc_pr_curves(y, p, names), "ROC and PR curves"),
+        "<h2>Calibration</h2>", html_img(calibration_plot(y, p, names), "calibration plot"),
+        *extra_sections,
+        "<h2>Training</h2>",
+        html_img(training_curves(history, ["train_bce", "train_mi", "val_macro_auprc"]), "training curves"),
+        mltm_section(Path(info["labs_run"])),
+        "<h2>Configuration and versions</h2>",
+        versions_table(),
+        f"<pre>{html.escape(json.dumps(info['config'], indent=2))}</pre>",
+    ]
+    out = run_dir / "report.html"
+    out.write_text(page("medfuse report", sections))
+    return out

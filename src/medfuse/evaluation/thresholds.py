@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medfuse.training.metrics import _as_2d, _patient_index
+from medfuse.evaluation.metrics import _as_2d, _patient_index
 
 THRESHOLD_RULES = ("plateau", "f1_max", "shrunk", "half_best_f1", "fixed")
 DEFAULT = 0.5

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from medfuse.cli import app
 from medfuse.data import Cohort
-from medfuse.training.compare import best_baseline, slug
+from medfuse.runs.compare import best_baseline, slug
 from tiny_config import tiny_stages
 
 

@@ -1,4 +1,5 @@
-"""``RUN/report.html``: one self-contained page (images inlined) about a trained and evaluated run."""
+"""The sections of ``report.html`` as HTML: cohort, headline metrics, comparison table and chart, tables and
+inlined images; :mod:`medfuse.runs.report` reads a run folder and puts them on one self-contained page."""
 
 from __future__ import annotations
 
@@ -7,12 +8,9 @@ import html
 import json
 import platform
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from medfuse.data.cohort import SPLITS, Cohort
 
@@ -30,7 +28,7 @@ pre{background:#f6f8fb;padding:1rem;overflow:auto;font-size:.8rem;border-radius:
 PACKAGES = ("medfuse", "torch", "transformers", "peft", "scikit-learn", "lightgbm", "duckdb", "pyarrow", "numpy")
 
 
-def _img(png: bytes, alt: str) -> str:
+def html_img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
@@ -44,7 +42,7 @@ def _fmt(v, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
-def _table(header: list[str], rows: list[list], classes: list[str] | None = None) -> str:
+def html_table(header: list[str], rows: list[list], classes: list[str] | None = None) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         f"<tr class=\"{(classes or [''] * len(rows))[i]}\">" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>"
@@ -60,7 +58,7 @@ def _interval(entry: dict | None) -> str:
 
 def cohort_section(cohort: Cohort) -> str:
     from medfuse.data.audit import census_html
-    from medfuse.training.plots import cohort_flow
+    from medfuse.evaluation.plots import cohort_flow
 
     m = cohort.manifest
     sizes, prev = m["split_sizes"], m["prevalence"]
@@ -79,11 +77,11 @@ def cohort_section(cohort: Cohort) -> str:
             ["without labs", *[float((~has_labs[split == s]).mean()) if (split == s).any() else None for s in SPLITS],
              float((~has_labs).mean())]]
     rows += [[m["label_titles"].get(n, n), *[prev[s][n] for s in (*SPLITS, "all")]] for n in m["labels"]]
-    parts.append(_table(["", *SPLITS, "all"], rows))
-    parts.append(_img(cohort_flow(m, int(has_notes.sum()), int(has_labs.sum())), "cohort flow"))
+    parts.append(html_table(["", *SPLITS, "all"], rows))
+    parts.append(html_img(cohort_flow(m, int(has_notes.sum()), int(has_labs.sum())), "cohort flow"))
     drop_rows = [[t, a["read"], a["used"], sum(a["dropped"].values()),
                   ", ".join(f"{k}: {v:,}" for k, v in a["dropped"].items()) or "–"] for t, a in m["tables"].items()]
-    parts.append("<h3>Raw rows</h3>" + _table(["table", "read", "used", "dropped", "by reason"], drop_rows))
+    parts.append("<h3>Raw rows</h3>" + html_table(["table", "read", "used", "dropped", "by reason"], drop_rows))
     parts.append(census_html(m))
     return "\n".join(parts)
 
@@ -118,11 +116,11 @@ def headline_section(metrics: dict) -> str:
          "validation and frozen; 95% intervals from a patient-level bootstrap.</p>"),
         f"<div class='cards'>{cards}</div>",
         "<h3>Operating points</h3>",
-        _table(["thresholds", "macro-F1 [95% CI]", "micro-F1 [95% CI]", "weighted-F1", "macro precision",
+        html_table(["thresholds", "macro-F1 [95% CI]", "micro-F1 [95% CI]", "weighted-F1", "macro precision",
                 "macro recall", "Hamming accuracy", "exact match"], points),
         (f"<p class='sub'>Threshold-free: Brier {_fmt(tuned['brier'])}, ECE {_fmt(tuned['ece'])}, macro-AUPRC "
          f"{_interval(boot.get('macro_auprc'))}, macro-AUROC {_interval(boot.get('macro_auroc'))}.</p>"),
-        _table(["label", "support", "prevalence", "F1", "precision", "recall", "AUROC", "AUPRC", "Brier", "ECE",
+        html_table(["label", "support", "prevalence", "F1", "precision", "recall", "AUROC", "AUPRC", "Brier", "ECE",
                 "threshold"], per_label),
         subgroup_section(metrics)])
 
@@ -150,13 +148,13 @@ def subgroup_section(metrics: dict) -> str:
         (f"<p class='sub'>Same frozen thresholds; 95% intervals from a bootstrap of each subgroup's own patients. "
          f"Subgroups with fewer than {metrics['min_subgroup_patients']} patients or without a label having both positive and "
          f"negative admissions are reported as too small{missing}.</p>"),
-        _table(["subgroup", "admissions", "patients", "macro-F1 [95% CI]", "macro-AUPRC [95% CI]", "macro-F1 at 0.5"],
+        html_table(["subgroup", "admissions", "patients", "macro-F1 [95% CI]", "macro-AUPRC [95% CI]", "macro-F1 at 0.5"],
                rows)])
 
 
 def comparison_section(table: dict) -> str:
-    from medfuse.training.compare import delta_cells, tuned_text
-    from medfuse.training.plots import comparison_chart
+    from medfuse.evaluation.plots import comparison_chart
+    from medfuse.runs.compare import delta_cells, tuned_text
 
     best = max(r["summary"]["macro_auprc"]["mean"] for r in table["models"])
     paired = any("vs_medfuse" in r for r in table["models"])
@@ -181,74 +179,24 @@ def comparison_section(table: dict) -> str:
         + (" Δ: test macro-AUPRC of MEDFuse minus the row, paired patient-level bootstrap of both first seeds on "
            "the same resamples, 95% interval and one-sided p; MEDFuse's own row: minus the best baseline (labs "
            "only, notes only or fusion row with the best mean macro-AUPRC)." if paired else "") + "</p>"),
-        _table(["model", "group", "macro-F1", "micro-F1", "macro-AUPRC", "macro-AUROC", "macro-F1 95% CI",
+        html_table(["model", "group", "macro-F1", "micro-F1", "macro-AUPRC", "macro-AUROC", "macro-F1 95% CI",
                 "macro-AUPRC 95% CI", *(["Δ macro-AUPRC, MEDFuse − row [95% CI], p"] if paired else []),
                 "tuned on validation"], rows, classes),
-        _img(comparison_chart(chart_rows, "macro-AUPRC"), "comparison chart")])
+        html_img(comparison_chart(chart_rows, "macro-AUPRC"), "comparison chart")])
 
 
-def mltm_section(labs_run: Path) -> str:
-    history_file = labs_run / "history.json"
-    recon_file = labs_run / "reconstruction.json"
-    parts = ["<h2>Masked lab-test modelling (MLTM)</h2>"]
-    if recon_file.exists():
-        recon = json.loads(recon_file.read_text())
-        parts.append(f"<p class='sub'>{html.escape(recon.get('description', ''))}</p>")
-        parts.append(_table(["method", "NRMSE (all hidden values)"], [[k, v] for k, v in recon["overall"].items()]))
-    if history_file.exists():
-        from medfuse.training.plots import training_curves
-
-        hist = json.loads(history_file.read_text())  # per-epoch lists
-        epochs = [{"epoch": e, "train_loss": t, "val_loss": v}
-                  for e, t, v in zip(hist["epoch"], hist["train_loss"], hist["val_loss"])]
-        if epochs:
-            parts.append(_img(training_curves(epochs, ["train_loss", "val_loss"]), "MLTM training curve"))
-    return "\n".join(parts)
-
-
-def build_report(run_dir: str | Path, compare_dir: str | Path | None = None, split: str = "test",
-                 extra_sections: Sequence[str] = ()) -> Path:
-    """Write ``run_dir/report.html`` from a trained, evaluated run (and an optional comparison);
-    ``extra_sections`` (HTML) follow the calibration plot (:mod:`medfuse.serving.report` adds explanations)."""
-    from medfuse.training.plots import calibration_plot, roc_pr_curves, training_curves
-
-    run_dir = Path(run_dir)
-    info = json.loads((run_dir / "run.json").read_text())
-    cohort = Cohort(info["cohort"])
-    metrics = json.loads((run_dir / f"metrics_{split}.json").read_text())
-    preds = pq.read_table(run_dir / f"predictions_{split}.parquet")
-    names = cohort.label_names
-    y = np.stack([preds.column(f"{n}__true").to_numpy() for n in names], axis=1)
-    p = np.stack([preds.column(f"{n}__prob").to_numpy() for n in names], axis=1)
-    history = json.loads((run_dir / "history.json").read_text())
+def versions_table() -> str:
+    """The versions of the packages a result depends on, and of Python."""
     versions = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = "not installed"
-    sections = [
-        "<h1>medfuse report</h1>",
-        (f"<p class='sub'>Run <code>{html.escape(str(run_dir.resolve()))}</code> · generated "
-        f"{datetime.now(UTC).isoformat(timespec='seconds')}</p>"),
-        cohort_section(cohort),
-        headline_section(metrics),
-    ]
-    if compare_dir and (Path(compare_dir) / "compare.json").exists():
-        sections.append(comparison_section(json.loads((Path(compare_dir) / "compare.json").read_text())))
-    sections += [
-        "<h2>ROC and precision-recall curves</h2>", _img(roc_pr_curves(y, p, names), "ROC and PR curves"),
-        "<h2>Calibration</h2>", _img(calibration_plot(y, p, names), "calibration plot"),
-        *extra_sections,
-        "<h2>Training</h2>",
-        _img(training_curves(history, ["train_bce", "train_mi", "val_macro_auprc"]), "training curves"),
-        mltm_section(Path(info["labs_run"])),
-        "<h2>Configuration and versions</h2>",
-        _table(["package", "version"], [[k, v] for k, v in {**versions, "python": platform.python_version()}.items()]),
-        f"<pre>{html.escape(json.dumps(info['config'], indent=2))}</pre>",
-    ]
-    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>medfuse report</title>"
+    return html_table(["package", "version"], [[k, v] for k, v in {**versions, "python": platform.python_version()}.items()])
+
+
+def page(title: str, sections: Sequence[str]) -> str:
+    """One self-contained HTML page of ``sections``."""
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>")
-    out = run_dir / "report.html"
-    out.write_text(page)
-    return out
