@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from medfuse.data import Cohort
-    from medfuse.notes.finetune import finetune_notes, head_probabilities
     from medfuse.notes.embeddings import embed_cohort
+    from medfuse.notes.finetune import finetune_notes, head_probabilities
     from medfuse.notes.text import build_texts
     from medfuse.runs.baselines import tfidf_logreg
 

@@ -194,8 +194,8 @@ def faithfulness(predictor, records: list, lab_method: str, draws: int, seed: in
 def explain_split(raw: Path, bundle: Path, info: dict, split: str, methods: list[str], draws: int) -> dict:
     import pyarrow.parquet as pq
 
-    from medfuse.serving.raw_records import records_from_raw
     from medfuse.serving.predict import Predictor
+    from medfuse.serving.raw_records import records_from_raw
     from medfuse.serving.records import PatientRecord
 
     splits = pq.read_table(Path(info["cohort"]) / "splits.parquet").to_pydict()

@@ -23,8 +23,8 @@ def test_paper_config_loads_with_the_paper_settings():
 def test_paper_workflow_runs_with_a_local_llama(mimic3_cohort, tiny_llama, tmp_path):
     import json
 
-    from medfuse.notes.finetune import finetune_notes
     from medfuse.notes.embeddings import embed_cohort
+    from medfuse.notes.finetune import finetune_notes
     from medfuse.runs.stages import evaluate_run, train_run
 
     cfg = load_config(PAPER, {"notes": {"model": str(tiny_llama), "epochs": 1, "cache": False, "device": "cpu"},

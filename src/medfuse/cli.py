@@ -86,9 +86,9 @@ def prepare(
     config: ConfigOpt = None,
 ) -> None:
     """Build a leakage-safe cohort (Parquet + manifest.json) from raw MIMIC-III/IV files or a MEDS dataset."""
+    from medfuse.console import print_cohort_summary
     from medfuse.data.prepare import InputError, prepare_cohort
     from medfuse.progress import stage_progress
-    from medfuse.console import print_cohort_summary
 
     cfg = _config(config, prepare={"source": source, "diseases": str(diseases) if diseases else None, "seed": seed,
                                    "notes_dir": str(notes_dir) if notes_dir else None, "window_hours": window_hours})
@@ -151,8 +151,8 @@ def embed_notes(
 ) -> None:
     """Embed the note + abnormal-lab text of every admission of every split with a language model."""
     from medfuse import distributed
-    from medfuse.notes.embeddings import embed_cohort
     from medfuse.console import print_mapping
+    from medfuse.notes.embeddings import embed_cohort
 
     cfg = _config(config, notes={"model": model, "pooling": pooling, "max_length": max_length,
                                  "batch_tokens": batch_tokens, "device": device, "cache": cache}).notes
@@ -183,9 +183,9 @@ def finetune_notes(
     config: ConfigOpt = None,
 ) -> None:
     """Fine-tune a note model with LoRA + a linear multi-label head on the training split."""
+    from medfuse.console import print_mapping
     from medfuse.notes.finetune import finetune_notes as run_finetune
     from medfuse.progress import stage_progress
-    from medfuse.console import print_mapping
 
     cfg = _config(config, notes={"model": model, "epochs": epochs, "lr": lr, "lora_rank": rank,
                                  "device": device}).notes
@@ -216,9 +216,9 @@ def pretrain_labs(
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     from medfuse import distributed
+    from medfuse.console import print_mapping
     from medfuse.data.cohort import Cohort
     from medfuse.labs import pretrain
-    from medfuse.console import print_mapping
 
     cfg = _config(config, labs={"epochs": epochs, "seed": seed, "mask_ratio": mask_ratio}).labs
     try:
@@ -271,8 +271,8 @@ def train(
 ) -> None:
     """Train MEDFuse (pretraining labs and embedding notes first when their runs are missing)."""
     from medfuse import distributed
-    from medfuse.runs.stages import train_run
     from medfuse.console import print_mapping
+    from medfuse.runs.stages import train_run
 
     cfg = _config(config, train={"kind": kind, "epochs": epochs, "mi_weight": mi_weight, "seed": seed,
                                  "labs_run": str(labs_run) if labs_run else None,
@@ -294,9 +294,9 @@ def evaluate(
     config: ConfigOpt = None,
 ) -> None:
     """Write RUN/metrics_<split>.json (with bootstrap 95% intervals) and RUN/predictions_<split>.parquet."""
-    from medfuse.runs.stages import evaluate_run
-    from medfuse.progress import stage_progress
     from medfuse.console import print_metrics
+    from medfuse.progress import stage_progress
+    from medfuse.runs.stages import evaluate_run
 
     cfg = _config(config, evaluate={"n_resamples": n_resamples})
     if not (run / "model.safetensors").exists():
@@ -316,8 +316,8 @@ def compare(
     config: ConfigOpt = None,
 ) -> None:
     """Train every baseline, ablation and lambda of the sweep; write compare.json and compare.md."""
-    from medfuse.progress import stage_progress
     from medfuse.console import print_comparison
+    from medfuse.progress import stage_progress
     from medfuse.runs.compare import compare as run_compare
 
     cfg = _config(config, compare={"seeds": [int(s) for s in seeds.split(",")] if seeds else None},
@@ -402,8 +402,8 @@ def predict(
     config: ConfigOpt = None,
 ) -> None:
     """Predict new patients (docs/predict.md): one output row per record; unreadable records go to errors.jsonl."""
-    from medfuse.progress import stage_progress
     from medfuse.console import print_mapping
+    from medfuse.progress import stage_progress
     from medfuse.serving.batch import predict_file
     from medfuse.serving.bundle import BundleError
     from medfuse.serving.predict import Predictor
@@ -457,9 +457,9 @@ def demo(
 ) -> None:
     """The whole pipeline on synthetic data, offline: synth, prepare, pretrain-labs, embed-notes,
     train, evaluate, compare, report, then export the model and predict 3 new patients with it."""
+    from medfuse.console import print_comparison, print_metrics, print_predictions
     from medfuse.demo import demo as run_demo
     from medfuse.progress import stage_progress
-    from medfuse.console import print_comparison, print_metrics, print_predictions
 
     cfg = _config(config or _demo_config(), synth={"admissions": admissions})
     with stage_progress() as progress:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from medfuse.config import MedfuseConfig
-from medfuse.runs.stages import evaluate_run, train_run
 from medfuse.progress import ProgressFn, no_progress
+from medfuse.runs.stages import evaluate_run, train_run
 
 
 def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None) -> dict:
@@ -19,9 +19,9 @@ def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None
     import time
 
     from medfuse.data.prepare import prepare_cohort
-    from medfuse.serving import export_bundle
-    from medfuse.runs.report import build_report_with_explanations
     from medfuse.runs.compare import compare
+    from medfuse.runs.report import build_report_with_explanations
+    from medfuse.serving import export_bundle
 
     progress = progress or no_progress
     out = Path(out)

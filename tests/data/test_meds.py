@@ -303,8 +303,8 @@ def test_loinc_coded_labs_give_the_same_cohort(synth, tmp_path, variant):
 def test_loinc_coded_labs_reach_a_model_by_label(synth, tmp_path):
     """Serving reads a test with a surrogate itemid by its label: LOINC-coded MEDS gives a model trained on the
     integer-coded hospital, or on the LOINC-coded one, the same lab features as integer-coded MEDS does."""
-    from medfuse.serving.raw_records import records_from_raw
     from medfuse.serving.features import Vocabulary, records_to_cohort
+    from medfuse.serving.raw_records import records_from_raw
     from medfuse.serving.records import PatientRecord
 
     root = synth[0]

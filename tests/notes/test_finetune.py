@@ -67,9 +67,9 @@ def test_finetune_bert_round_trip(cohort_dir, tiny_bert, tmp_path):
 def test_finetune_lines(cohort_dir, tiny_bert, tmp_path):
     """unit = "lines" (the default): the head reads the per-field max of normalised line vectors, the
     training-time vectors equal LineEncoder's max blocks, and embed-notes with the adapter embeds lines."""
+    from medfuse.notes.embeddings import embed_cohort
     from medfuse.notes.finetune import head_probabilities, model_inputs
     from medfuse.notes.lines import LineEncoder
-    from medfuse.notes.embeddings import embed_cohort
     from medfuse.notes.text import template_fields
 
     cfg = _cfg(tiny_bert, tmp_path, epochs=6, dtype="float32", cpu_autocast="off")

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from medfuse.serving.raw_records import records_from_raw
 from medfuse.serving.explain import Explainer, explain_batch
 from medfuse.serving.predict import Predictor
+from medfuse.serving.raw_records import records_from_raw
 from medfuse.serving.records import PatientRecord
 
 SECTIONS = {"chief_complaint": "cough", "present_illness": "She reports a cough for two days.\nNo fever.",

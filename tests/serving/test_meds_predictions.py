@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from medfuse.cli import app
 from medfuse.data.meds_write import generate_meds
+from medfuse.evaluation.metrics import compute_metrics
 from medfuse.serving.batch import predict_file
 from medfuse.serving.predict import Predictor
-from medfuse.evaluation.metrics import compute_metrics
 from tiny_config import tiny_stages
 
 SCHEMA = pa.schema([("subject_id", pa.int64()), ("prediction_time", pa.timestamp("us")),

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from medfuse.data import Cohort
-from medfuse.serving.raw_records import records_from_raw
 from medfuse.serving.predict import Predictor
+from medfuse.serving.raw_records import records_from_raw
 from medfuse.serving.records import PatientRecord
 
 

@@ -62,8 +62,8 @@ def histories(tmp: Path, tiny_bert: Path) -> dict:
     from medfuse.data.prepare import prepare_cohort
     from medfuse.data.synth import generate
     from medfuse.labs import pretrain
-    from medfuse.notes.finetune import finetune_notes
     from medfuse.notes.embeddings import embed_cohort
+    from medfuse.notes.finetune import finetune_notes
 
     generate(tmp / "raw", "mimic3", 240, seed=0)
     cfg = load_config(overrides={"labs": {"epochs": 3}, "train": {"epochs": 3},

@@ -93,8 +93,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, overwrite: bool = False)
     from medfuse.labs.pretraining import CONFIG_FILE as LABS_CONFIG
     from medfuse.labs.pretraining import MODEL_FILE as LABS_MODEL
     from medfuse.labs.pretraining import VOCAB_FILE
-    from medfuse.notes.lines import CODEBOOK_FILE
     from medfuse.notes.embeddings import CONFIG_FILE as EMBED_CONFIG
+    from medfuse.notes.lines import CODEBOOK_FILE
     from medfuse.runs.stages import RUN_FILE, THRESHOLDS_FILE, evaluate_run, load_run_data
     from medfuse.training.trainer import MODEL_CONFIG_FILE, MODEL_FILE
 

@@ -82,8 +82,8 @@ class Predictor:
 
     def _note_encoder(self, device: str, cache_dir: str | Path | bool | None):
         from medfuse.config import NotesConfig
-        from medfuse.notes.lines import LineEncoder
         from medfuse.notes.embeddings import embedder_from_config
+        from medfuse.notes.lines import LineEncoder
 
         tm = self.bundle["text_model"]
         cfg = NotesConfig.model_validate({**self.bundle["notes_config"], "device": device, "cache": cache_dir is not False,

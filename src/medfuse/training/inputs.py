@@ -442,8 +442,8 @@ def ensure_notes_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress
     With ``notes.finetune`` the note model is first fine-tuned with LoRA on the training split into
     ``run_dir/finetune`` (kept when already there, so ``--resume`` passes it) and the notes are embedded with it.
     """
-    from medfuse.notes.finetune import FINETUNE_CONFIG, finetune_notes
     from medfuse.notes.embeddings import EMBEDDINGS_FILE, embed_cohort
+    from medfuse.notes.finetune import FINETUNE_CONFIG, finetune_notes
 
     path = Path(cfg.train.notes_run) if cfg.train.notes_run else run_dir / "notes"
     if not (path / EMBEDDINGS_FILE).exists():
