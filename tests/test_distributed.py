@@ -365,7 +365,7 @@ def test_sharded_embedding_is_bit_identical_and_the_cache_consistent(job, cohort
 
 def test_run_killed_at_rank_1_resumes_on_one_process(job, cohort):
     from medfuse.runs.stages import train_run
-    from medfuse.training.checkpoint import load_checkpoint
+    from medfuse.checkpoint import load_checkpoint
 
     run = job / "killed"
     info = json.loads((run / "run.json").read_text())

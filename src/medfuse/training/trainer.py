@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,11 @@ import torch
 from torch import nn
 
 from medfuse import distributed
+from medfuse.checkpoint import atomic_save_tensors
 from medfuse.config import TrainConfig
-from medfuse.progress import ProgressFn, no_progress
+from medfuse.progress import ProgressFn
 from medfuse.torch_utils import resolve_device, warmup_cosine
-from medfuse.training.checkpoint import atomic_save_tensors, load_checkpoint, save_checkpoint
+from medfuse.trainer import StopRule, macro_auprc, train
 from medfuse.training.inputs import FusionData
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -114,129 +114,109 @@ def predict(net: FusionNet, data: FusionData, rows: np.ndarray, device: torch.de
     return np.concatenate(out) if out else np.zeros((0, data.y.shape[1]), dtype=np.float32)
 
 
-def macro_auprc(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean average precision over labels that have a positive (the early-stopping metric)."""
-    from sklearn.metrics import average_precision_score
+class FusionTask:
+    """Fusion training as a :class:`~medfuse.trainer.Task`. Two optimizers alternate on every batch, as in
+    CLUB: the vCLUB estimator steps on its log-likelihood of the (detached) shared feature, then the main
+    model on BCE + lambda * vCLUB upper bound; AdamW with linear warm-up and cosine decay."""
 
-    scores = [average_precision_score(y[:, j], p[:, j]) for j in range(y.shape[1]) if y[:, j].any()]
-    return float(np.mean(scores)) if scores else float("nan")
+    def __init__(self, data: FusionData, run_dir: Path, cfg: TrainConfig, lab_encoder: nn.Module | None):
+        self.data, self.run_dir, self.cfg, self.main = data, run_dir, cfg, distributed.is_main()
+        self.world = distributed.world_size()
+        self.device = device = distributed.rank_device(resolve_device(cfg.device))
+        self.net = net = build_net(cfg, data, lab_encoder).to(device)
+        self.main_opt = torch.optim.AdamW(net.main_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        est_params = net.estimator_parameters()
+        self.est_opt = torch.optim.AdamW(est_params, lr=cfg.estimator_lr) if est_params else None
+        self.train_rows, self.val_rows = data.rows("train"), data.rows("val")
+        self.steps = math.ceil(len(self.train_rows) / cfg.batch_size)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.main_opt,
+                                                       warmup_cosine(cfg.epochs * self.steps, cfg.warmup_fraction))
+        self.y = torch.from_numpy(data.y).to(device)
+        self.pos_weight = None
+        if cfg.pos_weight:
+            pos = data.y[self.train_rows].sum(0)
+            self.pos_weight = torch.tensor(np.clip((len(self.train_rows) - pos) / np.maximum(pos, 1), 1, 100),
+                                           dtype=torch.float32, device=device)
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)  # the global order: the same on every rank
+        # DDP: the main model without the estimator, which has its own optimizer and its own DDP module
+        self.model = distributed.wrap(net, device, ignore=est_params, find_unused_parameters=lab_encoder is not None)
+        self.estimator = distributed.wrap(EstimatorLoss(net.fusion), device) if self.est_opt is not None else None
+
+    def train_epoch(self, epoch: int, tick) -> dict[str, float]:
+        net, cfg, world = self.net, self.cfg, self.world
+        net.train()
+        order = self.train_rows[torch.randperm(len(self.train_rows), generator=self.shuffle).numpy()]
+        sums = {"bce": 0.0, "mi": 0.0, "estimator": 0.0}  # batch means, summed over steps (and ranks)
+        for step in range(self.steps):
+            rows, weight = distributed.batch_part(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+            share = weight / world  # this rank's share of the batch mean
+            out = self.model(self.data.tensors(rows, self.device))
+            if self.est_opt is not None:
+                est_loss = self.estimator(out)
+                self.est_opt.zero_grad(set_to_none=True)
+                (est_loss * weight).backward()
+                self.est_opt.step()
+                sums["estimator"] += est_loss.item() * share
+            loss, parts = net.fusion.main_loss(out, self.y[rows], self.pos_weight)
+            sums["bce"] += parts["bce"] * share
+            sums["mi"] += parts.get("mi", 0.0) * share
+            self.main_opt.zero_grad(set_to_none=True)
+            (loss * weight).backward()
+            nn.utils.clip_grad_norm_(net.main_parameters(), cfg.grad_clip)
+            self.main_opt.step()
+            self.sched.step()
+            tick((step + 1) / self.steps, f"epoch {epoch + 1} bce {sums['bce'] * world / (step + 1):.4f}")
+        if world > 1:
+            sums = dict(zip(sums, map(float, distributed.all_reduce_sum(list(sums.values())))))
+        return {f"train_{k}": v / self.steps for k, v in sums.items()}
+
+    def validate(self) -> dict[str, float]:
+        shard = self.val_rows[distributed.shard_slice(len(self.val_rows))]
+        prob = distributed.gather_rows(predict(self.net, self.data, shard, self.device))
+        return {"val_macro_auprc": macro_auprc(self.data.y[self.val_rows], prob), "lr": self.sched.get_last_lr()[0]}
+
+    def keep_best(self) -> None:
+        if self.main:
+            atomic_save_tensors(self.net.state_dict(), self.run_dir / MODEL_FILE)
+
+    def state_dict(self) -> dict:
+        return {"model": self.net.state_dict(), "main_opt": self.main_opt.state_dict(),
+                "est_opt": self.est_opt.state_dict() if self.est_opt is not None else {},
+                "sched": self.sched.state_dict(), "shuffle_rng": self.shuffle.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["model"])
+        self.main_opt.load_state_dict(state["main_opt"])
+        if self.est_opt is not None:
+            self.est_opt.load_state_dict(state["est_opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.shuffle.set_state(state["shuffle_rng"])
 
 
-def rank_seed(seed: int, epoch: int) -> int:
-    """The global torch seed of a rank other than 0 (dropout, modality dropout, vCLUB negatives) from
-    ``epoch`` on: rank 0 continues the single-process stream, the others get their own."""
-    return int(np.random.SeedSequence([seed, distributed.rank(), epoch]).generate_state(1)[0])
+def describe(record: dict) -> str:
+    return (f"bce {record['train_bce']:.4f} mi {record['train_mi']:.3f} val AUPRC {record['val_macro_auprc']:.3f}")
 
 
 def fit(data: FusionData, run_dir: str | Path, cfg: TrainConfig, lab_encoder: nn.Module | None = None,
         resume: bool = False, progress: ProgressFn | None = None, stage: str = "train") -> dict:
     """Train, keep the best epoch's weights in ``run_dir/model.safetensors``; returns a summary.
 
-    Under torchrun every rank calls it with the same arguments; only rank 0 writes ``run_dir``.
+    Early stopping on validation macro-AUPRC; after every epoch a checkpoint (weights, both optimizers,
+    scheduler, RNG states, history) is written atomically, so ``resume=True`` continues a killed run to the
+    same result. Under torchrun every rank calls it with the same arguments; only rank 0 writes ``run_dir``.
     """
-    progress = progress or no_progress
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    world, main = distributed.world_size(), distributed.is_main()
-    device = distributed.rank_device(resolve_device(cfg.device))
-    net = build_net(cfg, data, lab_encoder).to(device)
-    main_opt = torch.optim.AdamW(net.main_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    est_params = net.estimator_parameters()
-    est_opt = torch.optim.AdamW(est_params, lr=cfg.estimator_lr) if est_params else None
-    train_rows, val_rows = data.rows("train"), data.rows("val")
-    steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(main_opt, warmup_cosine(cfg.epochs * steps_per_epoch, cfg.warmup_fraction))
-    y = torch.from_numpy(data.y).to(device)
-    pos_weight = None
-    if cfg.pos_weight:
-        pos = data.y[train_rows].sum(0)
-        pos_weight = torch.tensor(np.clip((len(train_rows) - pos) / np.maximum(pos, 1), 1, 100), dtype=torch.float32,
-                                  device=device)
-    shuffle = torch.Generator().manual_seed(cfg.seed)  # the global order: the same on every rank
-    state = {"epoch": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "history": []}
-    if main:
+    task = FusionTask(data, run_dir, cfg, lab_encoder)
+    if distributed.is_main():
         (run_dir / MODEL_CONFIG_FILE).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-
-    ckpt_path = run_dir / CHECKPOINT_FILE
-    if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        net.load_state_dict(ck["model"])
-        main_opt.load_state_dict(ck["main_opt"])
-        if est_opt is not None:
-            est_opt.load_state_dict(ck["est_opt"])
-        sched.load_state_dict(ck["sched"])
-        shuffle.set_state(ck["shuffle_rng"])
-        state = ck["state"]
-        if ck.get("world_size", 1) == world and "torch_rng_ranks" in ck:
-            torch.set_rng_state(ck["torch_rng_ranks"][distributed.rank()])
-        elif main:
-            torch.set_rng_state(ck["torch_rng"])
-        else:  # another world size: rank 0 resumes the saved stream, the others start their own
-            torch.manual_seed(rank_seed(cfg.seed, state["epoch"]))
-    elif not main:
-        torch.manual_seed(rank_seed(cfg.seed, 0))
-
-    # DDP: the main model without the estimator, which has its own optimizer and its own DDP module
-    model = distributed.wrap(net, device, ignore=est_params, find_unused_parameters=lab_encoder is not None)
-    estimator = distributed.wrap(EstimatorLoss(net.fusion), device) if est_opt is not None else None
-    net.train()
-    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
-        epoch, t0 = state["epoch"], time.perf_counter()
-        order = train_rows[torch.randperm(len(train_rows), generator=shuffle).numpy()]
-        sums = {"bce": 0.0, "mi": 0.0, "estimator": 0.0}  # batch means, summed over steps (and ranks)
-        for step in range(steps_per_epoch):
-            rows, weight = distributed.batch_part(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
-            share = weight / world  # this rank's share of the batch mean
-            out = model(data.tensors(rows, device))
-            if est_opt is not None:
-                est_loss = estimator(out)
-                est_opt.zero_grad(set_to_none=True)
-                (est_loss * weight).backward()
-                est_opt.step()
-                sums["estimator"] += est_loss.item() * share
-            loss, parts = net.fusion.main_loss(out, y[rows], pos_weight)
-            sums["bce"] += parts["bce"] * share
-            sums["mi"] += parts.get("mi", 0.0) * share
-            main_opt.zero_grad(set_to_none=True)
-            (loss * weight).backward()
-            nn.utils.clip_grad_norm_(net.main_parameters(), cfg.grad_clip)
-            main_opt.step()
-            sched.step()
-            done = (epoch + (step + 1) / steps_per_epoch) / cfg.epochs
-            progress(stage, done, f"epoch {epoch + 1} bce {sums['bce'] * world / (step + 1):.4f}")
-        if world > 1:
-            sums = dict(zip(sums, map(float, distributed.all_reduce_sum(list(sums.values())))))
-        shard = val_rows[distributed.shard_slice(len(val_rows))]
-        val_prob = distributed.gather_rows(predict(net, data, shard, device))
-        score = distributed.broadcast_object(macro_auprc(data.y[val_rows], val_prob))  # rank 0's decides
-        record = {"epoch": epoch + 1, **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()},
-                  "val_macro_auprc": score, "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
-        state["history"].append(record)
-        if score > state["best"]:
-            state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
-            if main:
-                atomic_save_tensors(net.state_dict(), run_dir / MODEL_FILE)
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        rng = {"torch_rng_ranks": distributed.all_gather_object(torch.get_rng_state())} if world > 1 else {}
-        if main:
-            save_checkpoint(ckpt_path, {
-                "model": net.state_dict(), "main_opt": main_opt.state_dict(),
-                "est_opt": est_opt.state_dict() if est_opt is not None else {}, "sched": sched.state_dict(),
-                "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(), "state": state,
-                "world_size": world, **rng,
-            })
-        distributed.barrier()  # the other ranks go on once the checkpoint is complete
-        progress(stage, state["epoch"] / cfg.epochs,
-                 f"epoch {epoch + 1} bce {record['train_bce']:.4f} mi {record['train_mi']:.3f} "
-                 f"val AUPRC {score:.3f} (best {state['best']:.3f})")
-    progress(stage, 1.0)
-    if main:
-        (run_dir / HISTORY_FILE).write_text(json.dumps(state["history"], indent=2))
+    result = train(task, StopRule(cfg.epochs, cfg.patience, "val_macro_auprc"), stage=stage, progress=progress,
+                   checkpoint=run_dir / CHECKPOINT_FILE, resume=resume, rank_seeds=cfg.seed, describe=describe)
+    if distributed.is_main():
+        (run_dir / HISTORY_FILE).write_text(json.dumps(result.history, indent=2))
     distributed.barrier()
-    return {"best_val_macro_auprc": state["best"], "best_epoch": state["best_epoch"], "epochs": state["epoch"],
-            "seconds": sum(r["seconds"] for r in state["history"])}
+    return {"best_val_macro_auprc": result.best, "best_epoch": result.best_epoch, "epochs": result.epochs,
+            "seconds": result.seconds}
 
 
 def load_net(run_dir: str | Path, data: FusionData, lab_encoder: nn.Module | None = None) -> FusionNet:

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from medfuse.training.checkpoint import load_checkpoint, save_checkpoint
+from medfuse.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_round_trip_of_model_optimizer_and_rng_state(tmp_path):
