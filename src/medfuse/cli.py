@@ -229,18 +229,12 @@ def pretrain_labs(
                TextColumn("{task.fields[metrics]}"), TimeElapsedColumn())
     with distributed.session(cfg.device), Progress(*columns, disable=not distributed.is_main()) as bar:
         task = bar.add_task("MLTM", total=1.0, metrics="")
-        last_val: dict[str, float] = {}
 
-        def progress(stage: str, fraction: float) -> None:
-            bar.update(task, description=stage, completed=fraction)
-
-        def log(m: dict) -> None:
-            last_val.update({"val": m["val_loss"]} if "val_loss" in m else {})
-            val = f"  val {last_val['val']:.4f}" if last_val else ""
-            bar.update(task, metrics=f"epoch {m['epoch']}  loss {m['loss']:.4f}{val}")
+        def progress(stage: str, fraction: float, info: str = "") -> None:
+            bar.update(task, description=stage, completed=fraction, metrics=info)
 
         try:
-            result = pretrain(data, out, cfg, progress=progress, log=log)
+            result = pretrain(data, out, cfg, progress=progress)
         except ValueError as e:
             _fail(str(e))
         main = distributed.is_main()

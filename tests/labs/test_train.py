@@ -103,13 +103,36 @@ def test_warmup_cosine_schedule():
     assert all(f(i) >= f(i + 1) for i in range(10, 100))
 
 
-def test_progress_and_log_callbacks(cohort_dir, tmp_path):
-    seen, logs = [], []
-    pretrain(cohort_dir, tmp_path / "run", tiny_config(epochs=1), progress=lambda s, f: seen.append((s, f)),
-             log=logs.append)
-    fractions = [f for s, f in seen if s == "MLTM: training"]
+def test_progress_reports_loss_and_validation(cohort_dir, tmp_path):
+    seen = []
+    pretrain(cohort_dir, tmp_path / "run", tiny_config(epochs=2), progress=lambda s, f, info="": seen.append((s, f, info)))
+    training = [(f, info) for s, f, info in seen if s == "MLTM: training"]
+    fractions = [f for f, _ in training]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert all("loss" in m for m in logs) and "val_loss" in logs[-1]
+    assert all("loss" in info for f, info in training if f < 1.0)
+    assert sum("val" in info for _, info in training) == 2  # one line per epoch
+
+
+def test_resume_continues_a_killed_run_to_the_same_result(cohort_dir, tmp_path):
+    import torch
+
+    whole = pretrain(cohort_dir, tmp_path / "whole", tiny_config(epochs=4))
+
+    def kill_after_two_epochs(stage, fraction, info=""):
+        if stage == "MLTM: training" and fraction >= 0.5 and "val" in info:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cohort_dir, tmp_path / "part", tiny_config(epochs=4), progress=kill_after_two_epochs)
+    assert (tmp_path / "part" / "checkpoint.safetensors").exists()
+    resumed = pretrain(cohort_dir, tmp_path / "part", tiny_config(epochs=4), resume=True)
+    assert resumed.history["val_loss"] == pytest.approx(whole.history["val_loss"], rel=1e-6)
+    assert resumed.history["step_loss"] == pytest.approx(whole.history["step_loss"], rel=1e-6)
+    assert not (tmp_path / "part" / "checkpoint.safetensors").exists()
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "part" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_cli_pretrain_labs(cohort_dir, tmp_path):

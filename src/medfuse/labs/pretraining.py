@@ -17,7 +17,6 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,8 +30,10 @@ from medfuse.data.cohort import Cohort
 from medfuse.labs.model import MLTM, MLTMConfig, masked_mse, random_masking
 from medfuse.progress import ProgressFn, no_progress
 from medfuse.torch_utils import resolve_device, warmup_cosine
+from medfuse.trainer import StopRule, train
 
 MODEL_FILE, CONFIG_FILE, VOCAB_FILE, HISTORY_FILE = "model.safetensors", "config.json", "vocab.json", "history.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"  # while training: the last epoch's state, for ``resume``
 VAL_MASK_SEED_OFFSET = 7919
 
 
@@ -111,31 +112,113 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+class MLTMTask:
+    """MLTM pre-training as a :class:`~medfuse.trainer.Task`: AdamW (no decay on embeddings, biases and
+    norms), linear warm-up + cosine decay, a fresh 75% masking of every batch; validation reconstruction
+    error with a masking fixed for the whole run, so epochs are comparable.
+
+    Under torchrun every rank draws the single-process shuffling and masking of each global batch and
+    trains on its share of the rows with a loss weight that makes the averaged gradient the whole batch's."""
+
+    def __init__(self, model: MLTM, x_train: torch.Tensor, eval_set: torch.Tensor, cfg: LabsConfig,
+                 device: torch.device):
+        self.model, self.x_train, self.eval_set, self.cfg = model, x_train, eval_set, cfg
+        is_matrix = {n: p.ndim == 2 and n.endswith(".weight") for n, p in model.named_parameters()}  # Linear weights
+        decay = [p for n, p in model.named_parameters() if is_matrix[n]]
+        no_decay = [p for n, p in model.named_parameters() if not is_matrix[n]]  # embeddings, biases, norms
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr, betas=(0.9, 0.95),
+        )
+        self.steps = math.ceil(len(x_train) / cfg.batch_size)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, warmup_cosine(self.steps * cfg.epochs,
+                                                                               cfg.warmup_fraction))
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.masking = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # the same draws on every rank
+        self.ddp = distributed.wrap(model, device)
+        self.val_seed = cfg.seed + VAL_MASK_SEED_OFFSET
+        self.step_loss: list[float] = []
+        self.best_state = self._weights()
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def train_epoch(self, epoch: int, tick) -> dict[str, float]:
+        cfg, world, x_train = self.cfg, distributed.world_size(), self.x_train
+        self.model.train()
+        perm = torch.randperm(len(x_train), generator=self.shuffle).to(x_train.device)
+        total, count = 0.0, 0
+        for step, i in enumerate(range(0, len(x_train), cfg.batch_size)):
+            xb = x_train[perm[i : i + cfg.batch_size]]
+            observed = ~torch.isnan(xb)
+            visible = random_masking(observed, cfg.mask_ratio, self.masking)  # the whole batch's masking
+            n = int((observed & ~visible).sum())  # hidden values of the whole batch
+            part = distributed.shard_slice(len(xb))
+            real = part.stop > part.start
+            if not real:  # a rank left without rows takes the first one with weight 0
+                part = slice(0, 1)
+            pred, _, hidden = self.ddp(xb[part], observed[part], visible=visible[part])
+            loss, n_part = masked_mse(pred, xb[part], hidden)
+            n_part *= real
+            weight = world * n_part / n if n else 0.0
+            self.opt.zero_grad(set_to_none=True)
+            if n:
+                (loss * weight).backward()  # DDP averages over ranks: the gradient of the whole batch's mean
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.opt.step()
+            self.sched.step()
+            loss_value = float(loss.detach())
+            if world > 1:
+                loss_value = float(distributed.all_reduce_sum([loss_value * n_part])[0]) / max(n, 1)
+            total, count = total + loss_value * n, count + n
+            self.step_loss.append(loss_value)
+            tick((step + 1) / self.steps, f"epoch {epoch + 1} loss {total / max(count, 1):.4f}")
+        return {"train_loss": total / max(count, 1)}
+
+    def validate(self) -> dict[str, float]:
+        return {"val_loss": evaluate(self.model, self.eval_set, self.cfg.mask_ratio, self.val_seed),
+                "lr": self.sched.get_last_lr()[0]}
+
+    def keep_best(self) -> None:
+        self.best_state = self._weights()
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "best": self.best_state, "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict(), "shuffle_rng": self.shuffle.get_state(),
+                "mask_rng": self.masking.get_state(), "step_loss": torch.tensor(self.step_loss, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.best_state = state["best"]
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.shuffle.set_state(state["shuffle_rng"])
+        self.masking.set_state(state["mask_rng"])
+        self.step_loss = state["step_loss"].tolist()
+
+
 def pretrain(
     cohort: Cohort | str | Path,
     out_dir: str | Path,
     cfg: LabsConfig | None = None,
     progress: ProgressFn | None = None,
-    log: Callable[[dict], None] | None = None,
+    resume: bool = False,
 ) -> PretrainResult:
     """Train MLTM on the training split, early-stop on validation, save the run folder.
 
-    ``progress(stage, fraction)`` reports the share of the epoch budget done; ``log(metrics)`` is called
-    after every step with ``epoch``, ``step``, ``loss`` (running mean of the epoch), ``lr`` and, after an
-    epoch, ``val_loss``.
+    ``progress(stage, fraction, info)`` reports the share of the epoch budget done and the running loss.
+    With ``resume`` a run killed after an epoch continues from ``out_dir/checkpoint.safetensors``.
     """
     t_start = time.perf_counter()
     cfg = cfg or LabsConfig()
-    progress = progress or no_progress
-    log = log or (lambda metrics: None)
     cohort = cohort if isinstance(cohort, Cohort) else Cohort(cohort)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    world = distributed.world_size()
     device = distributed.rank_device(resolve_device(cfg.device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    progress = progress or no_progress
     progress("MLTM: loading labs", 0.0)
     x_train = torch.from_numpy(cohort_values(cohort, "train", cfg.aggregates))
     x_val = torch.from_numpy(cohort_values(cohort, "val", cfg.aggregates))
@@ -146,89 +229,21 @@ def pretrain(
     progress("MLTM: loading labs", 1.0)
 
     torch.manual_seed(cfg.seed)
-    mcfg = model_config(len(cohort.lab_keys), cfg)
-    model = MLTM(mcfg).to(device)
-    is_matrix = {n: p.ndim == 2 and n.endswith(".weight") for n, p in model.named_parameters()}  # Linear weights
-    decay = [p for n, p in model.named_parameters() if is_matrix[n]]
-    no_decay = [p for n, p in model.named_parameters() if not is_matrix[n]]  # embeddings, biases, norms
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
-    )
-    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, cfg.warmup_fraction))
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-    mask_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # the same draws on every rank
-    ddp = distributed.wrap(model, device)
-    val_seed = cfg.seed + VAL_MASK_SEED_OFFSET
+    model = MLTM(model_config(len(cohort.lab_keys), cfg)).to(device)
     eval_set = x_val if len(x_val) else x_train  # no validation admissions: fall back to the training set
+    task = MLTMTask(model, x_train, eval_set, cfg, device)
+    initial_val = evaluate(model, eval_set, cfg.mask_ratio, task.val_seed)
+    run = train(task, StopRule(cfg.epochs, cfg.patience, "val_loss", higher_is_better=False), stage="MLTM: training",
+                progress=progress, initial_best=initial_val, checkpoint=out / CHECKPOINT_FILE, resume=resume,
+                describe=lambda r: f"loss {r['train_loss']:.4f} val {r['val_loss']:.4f}")
+    model.load_state_dict(task.best_state)
 
-    history: dict = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": [], "step_loss": []}
-    initial_val = evaluate(model, eval_set, cfg.mask_ratio, val_seed)
-    history["initial_val_loss"] = initial_val
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    best_val, best_epoch, bad_epochs, step = initial_val, 0, 0, 0
-    train_seconds, stopped_early = 0.0, False
-    stage = "MLTM: training"
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(len(x_train), generator=shuffle_gen).to(device)
-        total, count = 0.0, 0
-        for i in range(0, len(x_train), cfg.batch_size):
-            xb = x_train[perm[i : i + cfg.batch_size]]
-            observed = ~torch.isnan(xb)
-            visible = random_masking(observed, cfg.mask_ratio, mask_gen)  # the whole batch's masking
-            n = int((observed & ~visible).sum())  # hidden values of the whole batch
-            part = distributed.shard_slice(len(xb))
-            real = part.stop > part.start
-            if not real:  # a rank left without rows takes the first one with weight 0
-                part = slice(0, 1)
-            pred, _, hidden = ddp(xb[part], observed[part], visible=visible[part])
-            loss, n_part = masked_mse(pred, xb[part], hidden)
-            n_part *= real
-            weight = world * n_part / n if n else 0.0
-            opt.zero_grad(set_to_none=True)
-            if n:
-                (loss * weight).backward()  # DDP averages over ranks: the gradient of the whole batch's mean
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-            sched.step()
-            step += 1
-            loss_value = float(loss.detach())
-            if world > 1:
-                loss_value = float(distributed.all_reduce_sum([loss_value * n_part])[0]) / max(n, 1)
-            total, count = total + loss_value * n, count + n
-            history["step_loss"].append(loss_value)
-            log({"epoch": epoch, "step": step, "loss": total / max(count, 1), "lr": sched.get_last_lr()[0]})
-            progress(stage, step / total_steps)
-        train_seconds += time.perf_counter() - t0
-        val = evaluate(model, eval_set, cfg.mask_ratio, val_seed)
-        history["epoch"].append(epoch)
-        history["train_loss"].append(total / max(count, 1))
-        history["val_loss"].append(val)
-        history["lr"].append(sched.get_last_lr()[0])
-        history["seconds"].append(time.perf_counter() - t_start)
-        log({"epoch": epoch, "step": step, "loss": total / max(count, 1), "val_loss": val,
-             "lr": sched.get_last_lr()[0]})
-        val = distributed.broadcast_object(val)  # rank 0's score decides early stopping on every rank
-        if val < best_val:
-            best_val, best_epoch, bad_epochs = val, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                stopped_early = True
-                break
-    progress(stage, 1.0)
-    model.load_state_dict(best_state)
-
-    n_seen = len(history["epoch"]) * len(x_train)
+    history = {key: [r[key] for r in run.history] for key in ("epoch", "train_loss", "val_loss", "lr", "seconds")}
+    history.update(step_loss=task.step_loss, initial_val_loss=initial_val)
     result = PretrainResult(
-        run_dir=str(out), best_epoch=best_epoch, best_val_loss=best_val, epochs_run=len(history["epoch"]),
-        stopped_early=stopped_early, seconds=time.perf_counter() - t_start, train_seconds=train_seconds,
-        train_admissions=len(x_train), admissions_per_second=n_seen / max(train_seconds, 1e-9),
+        run_dir=str(out), best_epoch=run.best_epoch, best_val_loss=run.best, epochs_run=run.epochs,
+        stopped_early=run.stopped_early, seconds=time.perf_counter() - t_start, train_seconds=run.seconds,
+        train_admissions=len(x_train), admissions_per_second=run.epochs * len(x_train) / max(run.seconds, 1e-9),
         peak_memory_mb=peak_memory_mb(device), device=str(device),
     )
     history["summary"] = {k: v for k, v in asdict(result).items() if k != "history"}
@@ -236,6 +251,7 @@ def pretrain(
     result.history = history
     if distributed.is_main():
         save_run(out, model, cfg, lab_vocab(cohort, cfg.aggregates), history)
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # the run is complete
     distributed.barrier()
     return result
 
