@@ -108,14 +108,16 @@ def token_count(folder: Path, texts: list[str], max_length: int) -> int:
 
 
 def measure_lora(folder: Path, texts: list[str], y: np.ndarray, device: str, max_length: int, batch: int) -> dict:
+    from medfuse.config import NotesConfig
     from medfuse.notes.backbone import load_backbone
     from medfuse.notes.finetune import train_lora
 
     _reset(device)
     backbone = load_backbone(folder, device, "bfloat16" if device.startswith("cuda") else "float32", training=True)
     t0 = time.perf_counter()
-    result = train_lora(backbone, texts, y, epochs=1, batch_size=batch, max_length=max_length, rank=16, alpha=32,
-                        gradient_checkpointing="on", seed=0)
+    cfg = NotesConfig(unit="text", epochs=1, train_batch_size=batch, max_length=max_length, lora_rank=16,
+                      lora_alpha=32, gradient_checkpointing="on", lr=2e-4, head_lr=1e-3, seed=0)
+    result = train_lora(backbone, cfg, texts, y)
     seconds = time.perf_counter() - t0
     tokens = token_count(folder, texts, max_length)
     out = {"texts": len(texts), "tokens": tokens, "seconds": round(seconds, 1),

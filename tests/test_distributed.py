@@ -364,8 +364,8 @@ def test_sharded_embedding_is_bit_identical_and_the_cache_consistent(job, cohort
 
 
 def test_run_killed_at_rank_1_resumes_on_one_process(job, cohort):
-    from medfuse.runs.stages import train_run
     from medfuse.checkpoint import load_checkpoint
+    from medfuse.runs.stages import train_run
 
     run = job / "killed"
     info = json.loads((run / "run.json").read_text())

@@ -119,8 +119,8 @@ def test_in_memory_equals_saved_adapter(cohort_dir, tiny_bert, tmp_path):
     y[:, 0] = np.arange(len(nt)) % 2
     rows = np.flatnonzero(nt.has_text)[:24]
     bb = load_backbone(tiny_bert, training=True)
-    res = train_lora(bb, [nt.texts[i] for i in rows], y[rows], unit="text", epochs=2, lr=1e-2, rank=4, alpha=8,
-                     dropout=0.0, pooling="last")
+    cfg = NotesConfig(unit="text", epochs=2, lr=1e-2, lora_rank=4, lora_alpha=8, lora_dropout=0.0, pooling="last")
+    res = train_lora(bb, cfg, [nt.texts[i] for i in rows], y[rows])
     save_finetuned(res, tmp_path / "run", {"base_model": str(tiny_bert), "base_identity": folder_identity(tiny_bert),
                                            "pooling": res.pooling, "max_length": res.max_length})
     texts = [nt.texts[i] for i in rows[:10]]

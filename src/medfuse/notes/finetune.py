@@ -5,8 +5,9 @@ adapters on the attention projections (defaults per family: BERT ``query``/``val
 ``q_proj``/``k_proj``/``v_proj``/``o_proj``) plus a linear head on the pooled note vector, trained with
 ``BCEWithLogits`` on the training split. Every window of a note goes through the model and the note
 vector is the same token-weighted window mean that ``embed-notes`` computes, so fine-tuning sees
-exactly what is embedded later. The validation macro-F1 (threshold 0.5) is computed after every
-epoch; training stops after ``patience`` epochs without improvement and the best epoch is kept.
+exactly what is embedded later. Training runs on the shared loop (:mod:`medfuse.trainer`): validation
+macro-AUPRC after every epoch (macro-F1 at 0.5 beside it); training stops after ``patience`` epochs
+without improvement and the best epoch is kept.
 
 On a GPU the model runs in bfloat16 with gradient checkpointing (so 7-8B models fit). On CPU the weights
 stay float32 and, when the CPU has native bfloat16 instructions (AVX512-BF16/AMX), the forward passes run
@@ -31,7 +32,6 @@ from medfuse import distributed
 from medfuse.data.cohort import Cohort
 from medfuse.notes.backbone import Backbone, cpu_native_bf16, folder_identity, load_backbone, resolve_pooling
 from medfuse.notes.embed import (
-    DEFAULT_STRIDE,
     NoteEmbedder,
     combine_windows,
     encode_windows,
@@ -41,6 +41,8 @@ from medfuse.notes.embed import (
 from medfuse.notes.lines import LineEncoder
 from medfuse.notes.text import DEFAULT_TEMPLATE, NoteTexts, build_texts, segments, template_fields
 from medfuse.progress import ProgressFn, no_progress
+from medfuse.trainer import StopRule, macro_auprc
+from medfuse.trainer import train as train_loop
 
 # tried in order; the first set whose names all occur among the model's linear layers is used
 _TARGET_CANDIDATES = {
@@ -127,14 +129,6 @@ def macro_f1(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> float:
     from sklearn.metrics import f1_score
 
     return float(f1_score(y.astype(int), (prob >= threshold).astype(int), average="macro", zero_division=0))
-
-
-def macro_auprc(y: np.ndarray, prob: np.ndarray) -> float:
-    """Mean average precision over the labels that have a positive."""
-    from sklearn.metrics import average_precision_score
-
-    cols = [j for j in range(y.shape[1]) if 0 < y[:, j].sum()]
-    return float(np.mean([average_precision_score(y[:, j], prob[:, j]) for j in cols])) if cols else float("nan")
 
 
 class TextInputs:
@@ -251,131 +245,152 @@ def model_inputs(backbone: Backbone, docs: list, unit: str, max_length: int, str
     return TextInputs(backbone.tokenizer, docs, backbone.hidden_size, max_length, stride)
 
 
-def train_lora(backbone: Backbone, train_docs: list, y_train: np.ndarray, val_docs: list | None = None,
-               y_val: np.ndarray | None = None, *, unit: str = "text", fields: list[str] | None = None,
-               pooling: str | None = None, max_length: int | None = None, stride: int = DEFAULT_STRIDE,
-               rank: int = 8, alpha: float = 16.0, dropout: float = 0.05, target_modules: list[str] | None = None,
-               lora_layers: int = 0, epochs: int = 5, schedule_epochs: int = 0, batch_size: int = 8,
-               lr: float = 2e-4, head_lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 2, pos_weight: bool = True, max_minutes: float = 0.0,
-               gradient_checkpointing: str | bool = "auto", autocast: str | bool = "auto", seed: int = 0,
-               progress: ProgressFn | None = None) -> FineTuneResult:
-    """Train LoRA adapters + a linear head in place on ``backbone`` (which becomes a peft model).
+class LoraTask:
+    """LoRA adapters + a linear head as a :class:`~medfuse.trainer.Task`: BCE on the training split, AdamW with
+    its own learning rate for the head, linear warm-up over 5% of the steps and cosine decay; validation
+    macro-AUPRC (and macro-F1 at 0.5) after every epoch, or the training loss without a validation split.
 
-    ``lora_layers``: adapt only the top this many transformer layers (0 = all): back-propagation then
-    stops below them, so a step costs less.
-    ``unit``: ``text`` (``docs`` are whole texts, windowed) or ``lines`` (``docs`` are dicts of field
-    values; the head reads the per-field max of the normalised line vectors of ``fields``).
-    The learning rates warm up linearly over the first 5% of the steps and decay on a cosine to 0 at
-    ``schedule_epochs`` (0 = ``epochs``; longer keeps the rate high in a short run). ``max_minutes``
-    (0 = none) is a time budget: after each epoch, training stops when the mean epoch time says the next
-    would not fit. Early stopping and the kept epoch follow validation macro-AUPRC (``patience`` epochs
-    without a better one).
-    ``autocast``: bfloat16 autocast of a float32 model on CPU (``auto``: when the CPU has native bfloat16).
-    Under ``torchrun`` (:mod:`medfuse.distributed`) the model and head are one DistributedDataParallel
-    module: every rank takes its share of each global batch (the same shuffle), validation is sharded and
-    gathered, and rank 0's score and time estimate decide for all.
+    Under torchrun the model and head are one DistributedDataParallel module: every rank takes its share of
+    each global batch (the same shuffle), and validation is sharded and gathered."""
+
+    def __init__(self, result: FineTuneResult, model: Any, train: Any, y_train: np.ndarray, val: Any,
+                 y_val: np.ndarray | None, cfg: Any, device: Any):
+        import torch
+
+        from medfuse.torch_utils import warmup_cosine
+
+        self.result, self.model, self.train, self.y_train, self.val, self.y_val = result, model, train, y_train, val, y_val
+        self.cfg, self.device, self.head = cfg, device, result.head
+        self.tuner = distributed.wrap(_tuner(model, self.head), device)
+        self.params = [p for p in model.parameters() if p.requires_grad] + list(self.head.parameters())
+        lora_params = self.params[: -len(list(self.head.parameters()))]
+        self.opt = torch.optim.AdamW([{"params": lora_params, "lr": cfg.lr},
+                                      {"params": self.head.parameters(), "lr": cfg.head_lr}],
+                                     weight_decay=cfg.weight_decay)
+        self.steps = max(1, -(-len(train) // cfg.train_batch_size))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, warmup_cosine((cfg.schedule_epochs or cfg.epochs) * self.steps, 0.05))
+        pw = None
+        if cfg.pos_weight:
+            pos = y_train.sum(0)
+            pw = torch.tensor(np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1.0, 100.0), dtype=torch.float32)
+        self.loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pw.to(device) if pw is not None else None)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.best_state = None
+
+    def train_epoch(self, epoch: int, tick) -> dict[str, float]:
+        import torch
+
+        bb, batch = self.result.backbone, self.cfg.train_batch_size
+        self.tuner.train()
+        order = self.rng.permutation(len(self.train))
+        losses = []
+        for step, start in enumerate(range(0, len(order), batch)):
+            docs, weight = distributed.batch_part(order[start:start + batch])
+            logits = self.tuner(self.train, docs, bb.tokenizer.pad_token_id, self.result.pooling, self.device,
+                                self.result.autocast)
+            loss = self.loss_fn(logits, torch.from_numpy(self.y_train[docs]).to(self.device))
+            self.opt.zero_grad(set_to_none=True)
+            (loss * weight).backward()  # DDP averages over ranks: the gradient of the whole batch's mean
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.opt.step()
+            self.sched.step()
+            losses.append(float(loss.detach()) * weight)
+            tick((step + 1) / self.steps, f"epoch {epoch + 1}")
+        self.tuner.eval()
+        return {"train_loss": float(distributed.all_reduce_sum([np.mean(losses)])[0]) / distributed.world_size()}
+
+    def validate(self) -> dict[str, float]:
+        if self.val is None:
+            return {}
+        shard = np.arange(len(self.val))[distributed.shard_slice(len(self.val))]
+        prob = distributed.gather_rows(self.result.predict_inputs(self.val, shard))
+        return {"val_macro_auprc": macro_auprc(np.asarray(self.y_val), prob),
+                "val_macro_f1": macro_f1(np.asarray(self.y_val), prob)}
+
+    def keep_best(self) -> None:
+        self.best_state = self.state_dict()["weights"]
+
+    def restore_best(self) -> None:
+        import torch
+
+        if self.best_state is None:
+            return
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, v in self.best_state.items():
+                (params[n[len("lora."):]] if n.startswith("lora.") else self.head.get_parameter(n[len("head."):])).copy_(v)
+
+    def state_dict(self) -> dict:
+        weights = {f"lora.{n}": p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        weights |= {f"head.{k}": v.detach().clone() for k, v in self.head.state_dict().items()}
+        return {"weights": weights, "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "shuffle_rng": self.rng.bit_generator.state, "best": self.best_state or {}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_state = state["weights"]
+        self.restore_best()
+        self.best_state = state["best"] or None
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.rng.bit_generator.state = state["shuffle_rng"]
+
+
+def train_lora(backbone: Backbone, cfg: Any, train_docs: list, y_train: np.ndarray, val_docs: list | None = None,
+               y_val: np.ndarray | None = None, *, fields: list[str] | None = None,
+               progress: ProgressFn | None = None) -> FineTuneResult:
+    """Train LoRA adapters + a linear head in place on ``backbone`` (which becomes a peft model) with the
+    settings of ``cfg`` (a :class:`~medfuse.config.NotesConfig`: ``unit``, ``lora_*``, ``epochs``, ...).
+
+    ``unit = "text"``: ``docs`` are whole texts, windowed; ``"lines"``: ``docs`` are dicts of field values and
+    the head reads the per-field max of the normalised line vectors of ``fields``. ``lora_layers``: adapt
+    only the top this many transformer layers (0 = all), so back-propagation stops below them.
+    ``schedule_epochs`` (0 = ``epochs``) is the cosine's horizon; ``max_minutes`` (0 = none) a time budget.
+    Early stopping and the kept epoch follow validation macro-AUPRC. ``cpu_autocast``: bfloat16 autocast of
+    a float32 model on CPU (``auto``: when the CPU has native bfloat16).
     """
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from medfuse.torch_utils import warmup_cosine
-
-    progress = progress or no_progress
     started = time.perf_counter()
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    pooling = resolve_pooling(pooling, backbone.family)
-    max_length = min(int(max_length), backbone.max_length) if max_length else backbone.max_length
+    torch.manual_seed(cfg.seed)
+    pooling = resolve_pooling(cfg.pooling, backbone.family)
+    max_length = min(int(cfg.max_length), backbone.max_length) if cfg.max_length else backbone.max_length
     y_train = np.asarray(y_train, dtype=np.float32)
     device = distributed.rank_device(torch.device(backbone.device))
-    gpu = device.type == "cuda"
 
     net = backbone.model
-    if gradient_checkpointing in ("on", True) or (gradient_checkpointing == "auto" and gpu):
+    checkpointing = cfg.gradient_checkpointing
+    if checkpointing in ("on", True) or (checkpointing == "auto" and device.type == "cuda"):
         enable = getattr(net, "activation_checkpointing_enable", None) or net.gradient_checkpointing_enable
         enable()
-    targets = list(target_modules) if target_modules else default_target_modules(net, backbone.family)
+    targets = list(cfg.target_modules) if cfg.target_modules else default_target_modules(net, backbone.family)
     n_layers = int(getattr(net.config, "num_hidden_layers", 0) or 0)
-    layers = list(range(max(n_layers - lora_layers, 0), n_layers)) if lora_layers and n_layers else None
-    lcfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
-                      layers_to_transform=layers)
+    layers = list(range(max(n_layers - cfg.lora_layers, 0), n_layers)) if cfg.lora_layers and n_layers else None
+    lcfg = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, bias="none", layers_to_transform=layers)
     with warnings.catch_warnings():  # peft probes a property transformers 5 deprecates
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         model = get_peft_model(net, lcfg)
     backbone.model = model
-    train = model_inputs(backbone, train_docs, unit, max_length, stride, fields)
-    val = model_inputs(backbone, val_docs, unit, max_length, stride, fields) if val_docs else None
+    train = model_inputs(backbone, train_docs, cfg.unit, max_length, cfg.stride, fields)
+    val = model_inputs(backbone, val_docs, cfg.unit, max_length, cfg.stride, fields) if val_docs else None
     head = torch.nn.Linear(train.width, y_train.shape[1]).to(device)
     torch.nn.init.zeros_(head.bias)
-    tuner = distributed.wrap(_tuner(model, head), device)
-
-    lora_params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": lora_params, "lr": lr}, {"params": head.parameters(), "lr": head_lr}],
-                            weight_decay=weight_decay)
-    steps_per_epoch = max(1, -(-len(train) // batch_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine((schedule_epochs or epochs) * steps_per_epoch, 0.05))
-    plan = epochs  # epochs to run: shrunk to what fits the time budget after each epoch
-    if pos_weight:
-        pos = y_train.sum(0)
-        pw = torch.tensor(np.clip((len(y_train) - pos) / np.maximum(pos, 1), 1.0, 100.0), dtype=torch.float32)
-    else:
-        pw = None
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pw.to(device) if pw is not None else None)
-    pad = backbone.tokenizer.pad_token_id
-
-    result = FineTuneResult(backbone, head, pooling, max_length, int(stride), targets, unit=unit,
-                            fields=list(fields or []), autocast=wants_cpu_autocast(backbone, autocast))
-    best, best_state, bad, step = -np.inf, None, 0, 0
-    for epoch in range(1, epochs + 1):
-        tuner.train()
-        order = rng.permutation(len(train))
-        losses = []
-        for start in range(0, len(order), batch_size):
-            docs, weight = distributed.batch_part(order[start:start + batch_size])
-            logits = tuner(train, docs, pad, pooling, device, result.autocast)
-            loss = loss_fn(logits, torch.from_numpy(y_train[docs]).to(device))
-            opt.zero_grad(set_to_none=True)
-            (loss * weight).backward()  # DDP averages over ranks: the gradient of the whole batch's mean
-            torch.nn.utils.clip_grad_norm_(lora_params + list(head.parameters()), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()) * weight)
-            step += 1
-            progress("fine-tune notes", step / (plan * steps_per_epoch))
-        tuner.eval()
-        loss = float(distributed.all_reduce_sum([np.mean(losses)])[0]) / distributed.world_size()
-        record = {"epoch": epoch, "train_loss": loss, "seconds": round(time.perf_counter() - started, 1)}
-        if val is not None:
-            shard = np.arange(len(val))[distributed.shard_slice(len(val))]
-            prob = distributed.gather_rows(result.predict_inputs(val, shard))
-            record["val_macro_auprc"] = macro_auprc(np.asarray(y_val), prob)
-            record["val_macro_f1"] = macro_f1(np.asarray(y_val), prob)
-        record = distributed.broadcast_object(record)  # rank 0's scores and clock decide on every rank
-        result.history.append(record)
-        score = record.get("val_macro_auprc", -record["train_loss"])
-        if score > best:
-            best, bad, result.best_epoch = score, 0, epoch
-            best_state = ({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad},
-                          {k: v.detach().clone() for k, v in head.state_dict().items()})
-        else:
-            bad += 1
-        if max_minutes:  # the next epoch must fit: stop when the mean epoch time says it would not
-            plan = max(epoch, min(epochs, int(60 * max_minutes // (record["seconds"] / epoch))))
-        if bad >= patience or epoch >= plan:
-            break
-    if best_state is not None:
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for n, v in best_state[0].items():
-                params[n].copy_(v)
-        head.load_state_dict(best_state[1])
-    if val is not None:
-        best_record = result.history[result.best_epoch - 1]
-        result.best_val_macro_auprc = best_record["val_macro_auprc"]
-        result.best_val_macro_f1 = best_record["val_macro_f1"]
+    result = FineTuneResult(backbone, head, pooling, max_length, int(cfg.stride), targets, unit=cfg.unit,
+                            fields=list(fields or []), autocast=wants_cpu_autocast(backbone, cfg.cpu_autocast))
+    task = LoraTask(result, model, train, y_train, val, y_val, cfg, device)
+    rule = StopRule(cfg.epochs, cfg.patience, lambda r: r.get("val_macro_auprc", -r["train_loss"]),
+                    max_minutes=cfg.max_minutes)
+    run = train_loop(task, rule, stage="fine-tune notes", progress=progress, started=started,
+                     describe=lambda r: f"loss {r['train_loss']:.4f} val AUPRC {r.get('val_macro_auprc', float('nan')):.3f}")
+    task.restore_best()
+    result.history, result.best_epoch = run.history, max(run.best_epoch, 0)
+    if val is not None and run.best_epoch > 0:
+        result.best_val_macro_auprc = run.history[run.best_epoch - 1]["val_macro_auprc"]
+        result.best_val_macro_f1 = run.history[run.best_epoch - 1]["val_macro_f1"]
     model.eval()
     head.eval()
-    progress("fine-tune notes", 1.0)
     return result
 
 
@@ -449,16 +464,8 @@ def finetune_notes(cohort: str | Path | Cohort, out: str | Path, cfg: Any = None
     progress("load model", 1.0)
     fields = template_fields(template)
     docs = nt.values if cfg.unit == "lines" else nt.texts
-    result = train_lora(
-        backbone, [docs[i] for i in train], y[train], [docs[i] for i in val], y[val], unit=cfg.unit, fields=fields,
-        max_minutes=cfg.max_minutes, pooling=cfg.pooling, max_length=cfg.max_length or None, stride=cfg.stride, rank=cfg.lora_rank,
-        alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.target_modules or None,
-        lora_layers=cfg.lora_layers, schedule_epochs=cfg.schedule_epochs,
-        epochs=cfg.epochs, batch_size=cfg.train_batch_size, lr=cfg.lr, head_lr=cfg.head_lr,
-        weight_decay=cfg.weight_decay, patience=cfg.patience, pos_weight=cfg.pos_weight,
-        gradient_checkpointing=cfg.gradient_checkpointing, autocast=cfg.cpu_autocast, seed=cfg.seed,
-        progress=progress,
-    )
+    result = train_lora(backbone, cfg, [docs[i] for i in train], y[train], [docs[i] for i in val], y[val],
+                        fields=fields, progress=progress)
     meta = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "cohort": str(cohort.path.resolve()),
