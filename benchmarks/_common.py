@@ -70,8 +70,8 @@ def demo_bundle() -> Path:
 
     from medfuse.config import load_config
     from medfuse.data.prepare import prepare_cohort
+    from medfuse.runs.export import export_bundle
     from medfuse.runs.stages import train_run
-    from medfuse.serving import export_bundle
 
     out = CACHE / "demo-model"
     if (out / "model" / "bundle.json").exists():

@@ -105,7 +105,7 @@ def labs_run(cohort_dir: Path, cfg: MedfuseConfig) -> Path:
 def scores(y: np.ndarray, p: np.ndarray) -> dict:
     from sklearn.metrics import f1_score
 
-    from medfuse.training.trainer import macro_auprc
+    from medfuse.trainer import macro_auprc
 
     return {"macro_auprc": round(float(macro_auprc(y, p)), 4),
             "macro_f1_at_0.5": round(float(f1_score(y.astype(int), (p >= 0.5).astype(int), average="macro",
@@ -126,7 +126,7 @@ def notes_mlp(cohort_dir: Path, labs: Path, notes: Path, cfg: MedfuseConfig, spl
         run = out / f"mlp-seed{seed}"
         fit(data, run, tcfg)
         device = resolve_device(tcfg.device)
-        runs.append(scores(data.y[rows], predict(load_net(run, data).to(device), data, rows, device)))
+        runs.append(scores(data.y[rows], predict(load_net(run).to(device), data, rows, device)))
     auprc = [r["macro_auprc"] for r in runs]
     return {"per_seed": runs, "macro_auprc_mean": round(float(np.mean(auprc)), 4),
             "macro_auprc_sd": round(float(np.std(auprc)), 4)}

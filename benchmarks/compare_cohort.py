@@ -3,7 +3,7 @@ embed-notes -> compare, with the `medfuse demo` settings (src/medfuse/resources/
 
 Writes benchmarks/results/compare_<name>.json (the comparison plus the run's settings, timings and
 machine) and compare_<name>.md, which is rendered from that JSON alone: a title, a settings paragraph,
-the table of medfuse.runs.compare.comparison_markdown and a reading computed from the numbers.
+the table of medfuse.evaluation.comparison.comparison_markdown and a reading computed from the numbers.
 Reported cohorts use synthetic seeds no design choice looked at (docs/protocol.md):
 
     python benchmarks/compare_cohort.py --admissions 2000 --seed 1 --name demo
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> dict:
     from medfuse.data.synth import generate
     from medfuse.progress import stage_progress
     from medfuse.runs.compare import compare
-    from medfuse.training.inputs import ensure_labs_run, ensure_notes_run
+    from medfuse.runs.stages import ensure_labs_run, ensure_notes_run
 
     cfg = build_config(args)
     work = args.work_dir / args.name

@@ -211,7 +211,7 @@ def val_scores(y: np.ndarray, p: np.ndarray, subjects: np.ndarray, evaluate) -> 
     5-fold, 20 repeats, each fold thresholded by the ``[evaluate]`` threshold rule tuned on the other folds
     (``medfuse.evaluation.thresholds.cross_fitted_f1``), so no F1 is scored on the rows that chose its threshold."""
     from medfuse.evaluation.thresholds import cross_fitted_f1, rule_from_config
-    from medfuse.training.trainer import macro_auprc
+    from medfuse.trainer import macro_auprc
 
     f1 = cross_fitted_f1(y, p, subjects, **rule_from_config(evaluate))["macro_f1"]
     return {"macro_auprc": macro_auprc(y, p), "macro_f1": f1}
@@ -229,8 +229,7 @@ def fusion_run(inputs: Inputs, name: str, seed: int) -> dict:
     from design_parts import inspect_medfuse
 
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.inputs import lab_encoder
-    from medfuse.training.trainer import fit, load_net, predict
+    from medfuse.training.trainer import fit, lab_encoder, load_net, predict
 
     labs, notes, overrides = VARIANTS[name]
     cfg = inputs.cfg
@@ -246,7 +245,7 @@ def fusion_run(inputs: Inputs, name: str, seed: int) -> dict:
     summary = fit(data, run, tcfg, lab_encoder(tcfg.labs_encoder, inputs.labs(labs), seed))
     device = resolve_device(tcfg.device)
     val = data.rows("val")
-    net = load_net(run, data, lab_encoder(tcfg.labs_encoder, inputs.labs(labs), seed)).to(device)
+    net = load_net(run, lab_encoder(tcfg.labs_encoder, inputs.labs(labs), seed)).to(device)
     prob = predict(net, data, val, device)
     history = json.loads((run / "history.json").read_text())
     result = {"seed": seed, **val_scores(data.y[val], prob, data.subject_ids[val], cfg.evaluate),

@@ -48,7 +48,7 @@ def _mean_rows(module, _inputs, output):
 def inspect_medfuse(net, data, rows: np.ndarray, device: torch.device, seed: int = 0) -> dict:
     """The read-outs listed in the module docstring for a trained :class:`~medfuse.training.trainer.FusionNet`
     around a MEDFuse model; ``rows`` are scored in one batch."""
-    from medfuse.training.trainer import macro_auprc
+    from medfuse.trainer import macro_auprc
 
     net = net.to(device).eval()
     fusion = net.fusion

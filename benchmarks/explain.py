@@ -50,9 +50,8 @@ def build(name: str, seed: int, admissions: int, work_dir: Path, progress) -> tu
     from medfuse.data.cohort import Cohort
     from medfuse.data.prepare import prepare_cohort
     from medfuse.data.synth import generate
-    from medfuse.runs.stages import train_run
-    from medfuse.serving.bundle import export_bundle
-    from medfuse.training.inputs import ensure_labs_run, ensure_notes_run
+    from medfuse.runs.export import export_bundle
+    from medfuse.runs.stages import ensure_labs_run, ensure_notes_run, train_run
 
     demo = ROOT.parent / "src" / "medfuse" / "resources" / "demo.toml"
     cfg = load_config(demo, {"synth": {"admissions": admissions, "seed": seed}})

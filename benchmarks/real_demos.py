@@ -27,7 +27,8 @@ def main() -> None:
     offline()
     from medfuse.config import load_config
     from medfuse.data.prepare import prepare_cohort
-    from medfuse.runs.compare import HEADLINE, headline
+    from medfuse.evaluation.comparison import HEADLINE
+    from medfuse.runs.compare import headline
     from medfuse.runs.stages import evaluate_run, train_run
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

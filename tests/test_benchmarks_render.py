@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medfuse.runs.compare import comparison_markdown
+from medfuse.evaluation.comparison import comparison_markdown
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -330,9 +330,10 @@ def report(
     split: Annotated[str, typer.Option(help="The evaluated split to show.")] = "test",
 ) -> None:
     """Write RUN/report.html: cohort, metrics with intervals, comparison, curves, configuration."""
+    from medfuse.runs.layout import RunFolder
     from medfuse.runs.report import build_report_with_explanations as build_report
 
-    if not (run / f"metrics_{split}.json").exists():
+    if not RunFolder(run).metrics(split).exists():
         _fail(f"{run}: no metrics_{split}.json; run `medfuse evaluate {run} --split {split}` first")
     typer.echo(build_report(run, compare_dir, split))
 
@@ -345,7 +346,8 @@ def export(
 ) -> None:
     """Write a self-contained model bundle: weights, vocabulary, thresholds, metrics and a model card."""
     from medfuse.console import print_model_card
-    from medfuse.serving.bundle import BundleError, export_bundle, read_bundle
+    from medfuse.runs.export import export_bundle
+    from medfuse.serving.bundle import BundleError, read_bundle
     from medfuse.serving.card import card
 
     try:

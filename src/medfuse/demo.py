@@ -20,8 +20,8 @@ def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None
 
     from medfuse.data.prepare import prepare_cohort
     from medfuse.runs.compare import compare
+    from medfuse.runs.export import export_bundle
     from medfuse.runs.report import build_report_with_explanations
-    from medfuse.serving import export_bundle
 
     progress = progress or no_progress
     out = Path(out)

@@ -7,15 +7,11 @@ import json
 import pytest
 
 from medfuse.config import ConfigError, load_config
+from medfuse.evaluation.comparison import HEADLINE, best_baseline, comparison_markdown, delta_text, settings_text
 from medfuse.runs.compare import (
-    HEADLINE,
     PREDICTIONS_FILE,
-    best_baseline,
     compare,
-    comparison_markdown,
-    delta_text,
     save_predictions,
-    settings_text,
     slug,
     tuning_grid,
     variants,

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from medfuse.cli import app
 from medfuse.data import Cohort
-from medfuse.runs.compare import best_baseline, slug
+from medfuse.evaluation.comparison import best_baseline
+from medfuse.runs.compare import slug
 from tiny_config import tiny_stages
 
 

@@ -28,8 +28,8 @@ def served(tmp_path_factory, tiny_bert):
     from medfuse.config import load_config
     from medfuse.data.prepare import prepare_cohort
     from medfuse.data.synth import generate
+    from medfuse.runs.export import export_bundle
     from medfuse.runs.stages import train_run
-    from medfuse.serving.bundle import export_bundle
 
     root = tmp_path_factory.mktemp("served")
     (root / "tiny.toml").write_text(TINY_CONFIG.format(model=tiny_bert, cache=root / "cache"))

@@ -45,8 +45,8 @@ def test_bundle_predictions_match_evaluate_on_synthetic_raw_rows(served):
 
 @pytest.mark.parametrize("source", ["mimic3", "mimic4"])
 def test_bundle_predictions_match_evaluate_on_real_demo(source, request, served, tmp_path):
+    from medfuse.runs.export import export_bundle
     from medfuse.runs.stages import train_run
-    from medfuse.serving.bundle import export_bundle
 
     _, cfg = served
     raw, cohort = request.getfixturevalue(f"{source}_demo"), request.getfixturevalue(f"{source}_cohort")
@@ -110,8 +110,8 @@ def test_cohort_in_memory_reads_like_the_folder(served):
 def test_bundle_carries_a_lora_adapter_of_a_llama_model(served, tiny_llama, tmp_path):
     """``notes.finetune``: one train command fine-tunes a Llama-style note model with LoRA, embeds with the
     adapter and trains fusion; the bundle holds the adapter and head, and its predictions equal evaluate's."""
+    from medfuse.runs.export import export_bundle
     from medfuse.runs.stages import train_run
-    from medfuse.serving.bundle import export_bundle
 
     root, cfg = served
     notes_cfg = cfg.notes.model_copy(update={"model": str(tiny_llama), "finetune": True, "epochs": 1,

@@ -42,7 +42,7 @@ def test_training_learns_and_keeps_the_best_epoch(tmp_path):
     assert len(history) == 15 and summary["best_epoch"] >= 1
     assert history[-1]["train_bce"] < 0.8 * history[0]["train_bce"]
     assert all("train_mi" in h and "val_macro_auprc" in h for h in history)
-    net = load_net(tmp_path, data)
+    net = load_net(tmp_path)
     score = macro_auprc(data.y[val], predict(net, data, val, torch.device("cpu")))
     assert score == pytest.approx(summary["best_val_macro_auprc"], abs=1e-6)
     assert score == pytest.approx(max(h["val_macro_auprc"] for h in history), abs=1e-6)
@@ -64,7 +64,7 @@ def test_lab_value_channels_reach_the_model(tmp_path, kind):
     scores = {}
     for skip in (True, False):
         fit(data, tmp_path / str(skip), config(kind=kind, epochs=15, lab_values=skip))
-        net = load_net(tmp_path / str(skip), data)
+        net = load_net(tmp_path / str(skip))
         scores[skip] = macro_auprc(data.y[val][:, 1:2], predict(net, data, val, torch.device("cpu"))[:, 1:2])
     assert scores[True] > 0.85 and scores[False] < 0.75, scores
 

@@ -153,8 +153,8 @@ def subgroup_section(metrics: dict) -> str:
 
 
 def comparison_section(table: dict) -> str:
+    from medfuse.evaluation.comparison import delta_cells, tuned_text
     from medfuse.evaluation.plots import comparison_chart
-    from medfuse.runs.compare import delta_cells, tuned_text
 
     best = max(r["summary"]["macro_auprc"]["mean"] for r in table["models"])
     paired = any("vs_medfuse" in r for r in table["models"])

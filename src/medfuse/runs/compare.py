@@ -28,17 +28,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medfuse.config import MedfuseConfig
+from medfuse.evaluation.comparison import HEADLINE, comparison_markdown
 from medfuse.progress import ProgressFn, no_progress
+from medfuse.runs.layout import COMPARE_FILE, embed_config
 
 if TYPE_CHECKING:
     from medfuse.data import Cohort
     from medfuse.notes.text import NoteTexts
     from medfuse.training.inputs import FusionData
 
-HEADLINE = ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")
 SINGLE_MODALITY = ("labs_only", "notes_only")
 INHERITS_MEDFUSE = ("ablation", "lambda sweep")  # groups that reuse MEDFuse's tuned settings
-BASELINE_GROUPS = ("labs only", "notes only", "fusion")  # rows MEDFuse's "vs best baseline" is taken among
 PREDICTIONS_FILE = "predictions_seed0.parquet"
 
 
@@ -171,8 +171,7 @@ def run_job(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray
 def _train(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray, float]:
     from medfuse.runs.baselines import lightgbm_labs, tfidf_logreg
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.inputs import lab_encoder
-    from medfuse.training.trainer import fit, load_net, predict
+    from medfuse.training.trainer import fit, lab_encoder, load_net, predict
 
     t0 = time.perf_counter()
     v, data = job.variant, inputs.data
@@ -190,9 +189,9 @@ def _train(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray,
     train = inputs.cfg.train
     tcfg = train.model_validate({**train.model_dump(), **job.settings, **v.train, "seed": job.seed})
     run_dir, device = job.run_dir(inputs.out), resolve_device(tcfg.device)
-    fit(data, run_dir, tcfg, lab_encoder(tcfg.labs_encoder, inputs.labs_run, job.seed),
-        progress=lambda s, f, info="": report(f, info) if f < 1 else None)
-    net = load_net(run_dir, data, lab_encoder(tcfg.labs_encoder, inputs.labs_run, job.seed)).to(device)
+    encoder = lab_encoder(tcfg.labs_encoder, inputs.labs_run, job.seed)
+    fit(data, run_dir, tcfg, encoder, progress=lambda s, f, info="": report(f, info) if f < 1 else None)
+    net = load_net(run_dir, encoder).to(device)
     val, test = data.rows("val"), data.rows("test")
     prob = np.zeros_like(data.y)
     prob[val], prob[test] = predict(net, data, val, device), predict(net, data, test, device)
@@ -224,7 +223,7 @@ def run_jobs(inputs: JobInputs, jobs: list[Job], on_done, workers: int, total: i
     """
     import queue
 
-    from medfuse.training.trainer import macro_auprc
+    from medfuse.trainer import macro_auprc
 
     ready, running, started, pool, reports = list(jobs), 0, 0, None, None
     finished: queue.Queue = queue.Queue()  # (job, stage, result or None, exception or None)
@@ -298,14 +297,14 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
     from medfuse.evaluation.thresholds import rule_from_config, tune_thresholds
     from medfuse.notes.text import build_texts
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.inputs import run_inputs
-    from medfuse.training.trainer import macro_auprc
+    from medfuse.runs.stages import run_inputs
+    from medfuse.trainer import macro_auprc
 
     progress = progress or no_progress
     out = Path(out)
     cohort, labs_run, notes_run, data = run_inputs(cohort_path, out, cfg, progress)
     inputs = JobInputs(cfg, cohort, labs_run, data, build_texts(cohort, cfg.notes.template), out)
-    adapter = json.loads((notes_run / "embed_config.json").read_text()).get("adapter")
+    adapter = embed_config(notes_run).get("adapter")
     if adapter:  # the paper's configuration: the frozen note model's rows go beside the fine-tuned ones
         inputs.adapter, inputs.frozen_data = Path(adapter), frozen_note_inputs(cohort, labs_run, out, cfg, progress)
     val, test = data.rows("val"), data.rows("test")
@@ -386,7 +385,7 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
     table = {"cohort": str(cohort.path.resolve()), "split": "test", "seeds": seeds,
              "n_resamples": cfg.compare.n_resamples, "threshold_rule": rule, "grid": cfg.compare.grid,
              "models": results}
-    (out / "compare.json").write_text(json.dumps(table, indent=2))
+    (out / COMPARE_FILE).write_text(json.dumps(table, indent=2))
     (out / "compare.md").write_text(comparison_markdown(table))
     return table
 
@@ -405,66 +404,3 @@ def save_predictions(path: Path, data, prob: np.ndarray, thresholds: np.ndarray,
         columns[f"{name}__true"] = data.y[rows, j].astype(np.int8)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), path)
-
-
-def best_baseline(table: dict) -> dict | None:
-    """The row of :data:`BASELINE_GROUPS` with the best mean test macro-AUPRC (``None`` without one)."""
-    rows = [r for r in table["models"] if r["group"] in BASELINE_GROUPS]
-    return max(rows, key=lambda r: r["summary"]["macro_auprc"]["mean"]) if rows else None
-
-
-def delta_text(d: dict | None) -> str:
-    """``"+0.003 [-0.010, +0.020], p = 0.230"`` for a paired difference; ``"–"`` when there is none."""
-    if not d or d.get("diff") is None or d.get("low") is None:
-        return "–"
-    return f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], p = {d['p_one_sided']:.3f}"
-
-
-def delta_cells(row: dict, table: dict, metric: str) -> str:
-    """A row's Δ cell: MEDFuse minus the row, or for MEDFuse itself, MEDFuse minus the best baseline."""
-    if row["name"] != "MEDFuse":
-        return delta_text((row.get("vs_medfuse") or {}).get(metric))
-    best = best_baseline(table)
-    d = (best.get("vs_medfuse") or {}).get(metric) if best else None
-    return f"vs {best['name']}: {delta_text(d)}" if d and d.get("low") is not None else "–"
-
-
-def settings_text(settings: dict) -> str:
-    """``{"dropout": 0.3}`` -> ``"dropout=0.3"``."""
-    return ", ".join(f"{k}={v:g}" for k, v in settings.items()) or "defaults"
-
-
-def tuned_text(row: dict) -> str:
-    """What a comparison row's hyper-parameters are: its validation choice, MEDFuse's, or the classical search."""
-    t = row.get("tuning")
-    if not t:
-        return "own validation search"
-    return settings_text(t["settings"]) + (f" (as {t['inherited_from']})" if t["inherited_from"] else "")
-
-
-def comparison_markdown(table: dict) -> str:
-    """The comparison as a Markdown table: mean ± sd over seeds, seed 0's bootstrap 95% interval, the paired
-    Δ against MEDFuse (when the table has them) and the settings chosen on validation."""
-    paired = any("vs_medfuse" in r for r in table["models"])
-    extra = ["Δ macro-AUPRC, MEDFuse − row [95% CI], p", "Δ macro-F1, MEDFuse − row [95% CI], p"] if paired else []
-    lines = ["| model | group | " + " | ".join([*HEADLINE, *extra]) + " | tuned on validation |",
-             "|---|---|" + "---|" * (len(HEADLINE) + len(extra) + 1)]
-    for r in table["models"]:
-        cells = []
-        for m in HEADLINE:
-            s, b = r["summary"][m], r["bootstrap_seed0"].get(m) or {}
-            ci = f" [{b['low']:.3f}, {b['high']:.3f}]" if b else ""
-            cells.append(f"{s['mean']:.3f} ± {s['std']:.3f}{ci}")
-        if paired:
-            cells += [delta_cells(r, table, m) for m in ("macro_auprc", "macro_f1")]
-        lines.append(f"| {r['name']} | {r['group']} | " + " | ".join(cells) + f" | {tuned_text(r)} |")
-    seeds = table["seeds"]
-    lines += ["", (f"Test split, mean ± sd over {len(seeds)} training seed{'s' * (len(seeds) > 1)} "
-                   f"({', '.join(map(str, seeds))}); bracketed: seed {seeds[0]}'s patient-level bootstrap 95% "
-                   f"interval ({table['n_resamples']} resamples).")]
-    if paired:
-        lines += ["", (f"Δ: paired patient-level bootstrap of the first seed's test predictions "
-                       f"({table['n_resamples']} resamples, the same for every row); p = one-sided "
-                       "(1 + #{Δ ≤ 0}) / (1 + resamples). MEDFuse's row: MEDFuse minus the best baseline "
-                       "(labs only, notes only or fusion row with the best mean macro-AUPRC).")]
-    return "\n".join(lines) + "\n"

@@ -29,6 +29,7 @@ from medfuse.evaluation.report import (
     page,
     versions_table,
 )
+from medfuse.runs.layout import COMPARE_FILE, RunFolder, labs_history, labs_reconstruction
 
 PATIENTS = 3
 LABELS_PER_PATIENT = 2
@@ -134,15 +135,16 @@ def patient_html(explainer, i: int, prob: np.ndarray, truth: np.ndarray, hadm_id
 
 def _bundle(run_dir: Path, tmp: str) -> Path:
     """``RUN/model`` when it is a bundle of this run's weights, else a fresh export into ``tmp``."""
-    from medfuse.serving.bundle import BUNDLE_FILE, export_bundle
+    from medfuse.runs.export import export_bundle
+    from medfuse.serving.bundle import BUNDLE_FILE, sha256_file
     from medfuse.training.trainer import MODEL_FILE
 
-    own = run_dir / "model"
+    own = RunFolder(run_dir).bundle
     if (own / BUNDLE_FILE).is_file():
         files = json.loads((own / BUNDLE_FILE).read_text()).get("files", {})
-        if files.get(f"fusion/{MODEL_FILE}") == hashlib.sha256((run_dir / MODEL_FILE).read_bytes()).hexdigest():
+        if files.get(f"fusion/{MODEL_FILE}") == sha256_file(RunFolder(run_dir).model):
             return own
-    return export_bundle(run_dir, Path(tmp) / "model")
+    return export_bundle(run_dir, Path(tmp) / "model", evaluate_missing=False)
 
 
 def explained_section(run_dir: Path, info: dict, split: str = "test") -> str:
@@ -158,7 +160,7 @@ def explained_section(run_dir: Path, info: dict, split: str = "test") -> str:
              "scores, with the last value the model saw; note: every line, shaded by its score "
              "(docs/predict.md, Explanations).</p>")]
     cohort = Cohort(info["cohort"])
-    preds = pq.read_table(run_dir / f"predictions_{split}.parquet")
+    preds = pq.read_table(RunFolder(run_dir).predictions(split))
     rows = pick_admissions(preds, cohort.label_names, cohort)
     if not rows:
         return "".join(head) + "<p class='sub'>No admission with notes, labs and a correct positive prediction.</p>"
@@ -184,13 +186,12 @@ def build_report_with_explanations(run_dir: str | Path, compare_dir: str | Path 
     """``RUN/report.html`` (:func:`medfuse.evaluation.report.build_report`) with the explained patients."""
 
     run_dir = Path(run_dir)
-    info = json.loads((run_dir / "run.json").read_text())
+    info = RunFolder(run_dir).info()
     return build_report(run_dir, compare_dir, split, extra_sections=[explained_section(run_dir, info, split)])
 
 
 def mltm_section(labs_run: Path) -> str:
-    history_file = labs_run / "history.json"
-    recon_file = labs_run / "reconstruction.json"
+    history_file, recon_file = labs_history(labs_run), labs_reconstruction(labs_run)
     parts = ["<h2>Masked lab-test modelling (MLTM)</h2>"]
     if recon_file.exists():
         recon = json.loads(recon_file.read_text())
@@ -214,14 +215,15 @@ def build_report(run_dir: str | Path, compare_dir: str | Path | None = None, spl
     from medfuse.evaluation.plots import calibration_plot, roc_pr_curves, training_curves
 
     run_dir = Path(run_dir)
-    info = json.loads((run_dir / "run.json").read_text())
+    run = RunFolder(run_dir)
+    info = run.info()
     cohort = Cohort(info["cohort"])
-    metrics = json.loads((run_dir / f"metrics_{split}.json").read_text())
-    preds = pq.read_table(run_dir / f"predictions_{split}.parquet")
+    metrics = json.loads(run.metrics(split).read_text())
+    preds = pq.read_table(run.predictions(split))
     names = cohort.label_names
     y = np.stack([preds.column(f"{n}__true").to_numpy() for n in names], axis=1)
     p = np.stack([preds.column(f"{n}__prob").to_numpy() for n in names], axis=1)
-    history = json.loads((run_dir / "history.json").read_text())
+    history = json.loads(run.history.read_text())
     sections = [
         "<h1>medfuse report</h1>",
         (f"<p class='sub'>Run <code>{html.escape(str(run_dir.resolve()))}</code> · generated "
@@ -229,8 +231,8 @@ def build_report(run_dir: str | Path, compare_dir: str | Path | None = None, spl
         cohort_section(cohort),
         headline_section(metrics),
     ]
-    if compare_dir and (Path(compare_dir) / "compare.json").exists():
-        sections.append(comparison_section(json.loads((Path(compare_dir) / "compare.json").read_text())))
+    if compare_dir and (Path(compare_dir) / COMPARE_FILE).exists():
+        sections.append(comparison_section(json.loads((Path(compare_dir) / COMPARE_FILE).read_text())))
     sections += [
         "<h2>ROC and precision-recall curves</h2>", html_img(roc_pr_curves(y, p, names), "ROC and PR curves"),
         "<h2>Calibration</h2>", html_img(calibration_plot(y, p, names), "calibration plot"),
@@ -242,6 +244,6 @@ def build_report(run_dir: str | Path, compare_dir: str | Path | None = None, spl
         versions_table(),
         f"<pre>{html.escape(json.dumps(info['config'], indent=2))}</pre>",
     ]
-    out = run_dir / "report.html"
+    out = run.report
     out.write_text(page("medfuse report", sections))
     return out

@@ -7,8 +7,8 @@ import os
 # patients. A few kept kernels hold memory flat at no measured speed cost. Set before torch first uses oneDNN.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 
-from medfuse.serving.bundle import BundleError, export_bundle, read_bundle
+from medfuse.serving.bundle import BundleError, read_bundle
 from medfuse.serving.predict import Predictor
 from medfuse.serving.records import LabResult, NoteSections, PatientRecord
 
-__all__ = ["BundleError", "LabResult", "NoteSections", "PatientRecord", "Predictor", "export_bundle", "read_bundle"]
+__all__ = ["BundleError", "LabResult", "NoteSections", "PatientRecord", "Predictor", "read_bundle"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medfuse.serving.bundle import STANDARDISATION_FILE, BundleError, read_bundle
+from medfuse.serving.bundle import BundleError, read_bundle
 from medfuse.serving.card import card
 from medfuse.serving.features import Vocabulary, records_to_cohort, vocabulary_connection
 from medfuse.serving.records import PatientRecord
@@ -38,11 +38,10 @@ class Predictor:
     def __init__(self, path: Path, bundle: dict, device: str = "cpu", cache_dir: str | Path | bool | None = None,
                  memory_cache: int = 0):
         import pyarrow.parquet as pq
-        from safetensors.numpy import load_file
+        import torch
 
         from medfuse.labs import LabEmbedder
-        from medfuse.training.inputs import lab_encoder
-        from medfuse.training.trainer import load_net
+        from medfuse.training.trainer import lab_encoder, load_net, load_note_standardisation
 
         self.path, self.bundle = path, bundle
         self.version: str = bundle["model_version"]
@@ -53,18 +52,12 @@ class Predictor:
                                 float(t["lab_clip"]))
         self.labs = LabEmbedder.load(path / "labs", device=device)
         self._con = None  # DuckDB connection with the vocabulary's tables, made on first use
-        stats = load_file(str(path / "notes" / STANDARDISATION_FILE))
-        self.note_mean, self.note_std = stats["mean"], stats["std"]
+        self.note_mean, self.note_std = load_note_standardisation(path / "fusion")
         self.embedder, self.lines = self._note_encoder(device, cache_dir)
         self.embedder.keep_in_memory(memory_cache)
         self.thresholds = np.array([bundle["thresholds"][n] for n in self.label_names], dtype=np.float64)
         train = bundle["train"]
-        empty = self.prepare([PatientRecord(id="_")])  # the input shapes the network is built for
-        self.net = load_net(path / "fusion", empty.data,
-                            lab_encoder(train["labs_encoder"], path / "labs", int(train["seed"] or 0)))
-        self.net.eval()
-        import torch
-
+        self.net = load_net(path / "fusion", lab_encoder(train["labs_encoder"], path / "labs", int(train["seed"] or 0)))
         self.device = torch.device(device)
         self.net.to(self.device)
 

@@ -1,5 +1,4 @@
-"""Assemble the fusion model's inputs for every cohort admission: note vectors, lab tokens, labels; the lab and
-note stages are run first where their runs are missing (:func:`run_inputs`).
+"""Assemble the fusion model's inputs for every cohort admission: note vectors, lab tokens, labels.
 
 The inputs are built a chunk of admissions at a time. Training and evaluation write them to ``RUN/inputs/``
 (one ``.npy`` file per array, ``inputs.json``), memory-map them and read a batch's rows with ``pread``: at
@@ -23,7 +22,6 @@ import numpy as np
 import torch
 
 from medfuse import distributed
-from medfuse.config import MedfuseConfig
 from medfuse.data.cohort import LAB_AGGREGATES, Cohort, parquet_pieces
 from medfuse.progress import ProgressFn, no_progress
 
@@ -60,6 +58,18 @@ class _RowFile:
     def __del__(self):
         if self.fd is not None:
             os.close(self.fd)
+
+
+@dataclass(frozen=True)
+class InputSizes:
+    """The shapes a fusion model is built for: saved with its weights (``model_config.json``)."""
+
+    d_note: int  # note vector width
+    n_lab_tokens: int  # MLTM tokens: tests x aggregates
+    d_lab: int  # MLTM token and pooled width
+    n_tests: int  # tests of the value channels
+    n_values: int  # value channels per test
+    n_labels: int
 
 
 @dataclass
@@ -100,6 +110,11 @@ class FusionData:
 
     def rows(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
+
+    def sizes(self) -> InputSizes:
+        return InputSizes(d_note=self.note.shape[1], n_lab_tokens=self.lab_tokens.shape[1],
+                          d_lab=self.lab_tokens.shape[2], n_tests=self.lab_values.shape[1],
+                          n_values=self.lab_values.shape[2], n_labels=self.y.shape[1])
 
     def tensors(self, rows: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """The model inputs of ``rows`` as tensors on ``device`` (keys match the model's forward).
@@ -415,73 +430,3 @@ def load_fusion_data(cohort: str | Path | Cohort, labs_run: str | Path, notes_ru
             raise
     distributed.barrier()  # under torchrun: rank 0 has written the store
     return _open_store(store, cohort, note_missing)
-
-
-RECONSTRUCTION_FILE = "reconstruction.json"
-
-
-def ensure_labs_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn) -> Path:
-    """The MLTM run to use: ``train.labs_run`` if set, else ``run_dir/labs`` (pretrained when absent)."""
-    from medfuse.labs import pretrain
-    from medfuse.labs.evaluate import reconstruction_table
-    from medfuse.labs.pretraining import MODEL_FILE
-
-    path = Path(cfg.train.labs_run) if cfg.train.labs_run else run_dir / "labs"
-    if not (path / MODEL_FILE).exists():
-        if cfg.train.labs_run:
-            raise FileNotFoundError(f"{path}: not a pretrain-labs run (no {MODEL_FILE})")
-        pretrain(cohort, path, cfg.labs, progress=progress)
-    if distributed.is_main() and not (path / RECONSTRUCTION_FILE).exists():
-        (path / RECONSTRUCTION_FILE).write_text(json.dumps(reconstruction_table(cohort, path), indent=2))
-    return path
-
-
-def ensure_notes_run(cohort: Cohort, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn) -> Path:
-    """The note-embedding run to use: ``train.notes_run`` if set, else ``run_dir/notes`` (embedded when absent).
-
-    With ``notes.finetune`` the note model is first fine-tuned with LoRA on the training split into
-    ``run_dir/finetune`` (kept when already there, so ``--resume`` passes it) and the notes are embedded with it.
-    """
-    from medfuse.notes.embeddings import EMBEDDINGS_FILE, embed_cohort
-    from medfuse.notes.finetune import FINETUNE_CONFIG, finetune_notes
-
-    path = Path(cfg.train.notes_run) if cfg.train.notes_run else run_dir / "notes"
-    if not (path / EMBEDDINGS_FILE).exists():
-        if cfg.train.notes_run:
-            raise FileNotFoundError(f"{path}: not an embed-notes run (no {EMBEDDINGS_FILE})")
-        adapter = None
-        if cfg.notes.finetune:
-            adapter = run_dir / "finetune"
-            if not (adapter / FINETUNE_CONFIG).exists():
-                finetune_notes(cohort, adapter, cfg.notes, progress=progress)
-        embed_cohort(cohort, path, cfg.notes, model=None if adapter else cfg.notes.model, adapter=adapter,
-                     progress=progress)
-    return path
-
-
-def lab_encoder(mode: str, labs_run: Path, seed: int):
-    """The MLTM encoder the fusion model trains with: None (frozen), the pretrained one, or a fresh one."""
-    if mode == "frozen":
-        return None
-    import torch
-
-    from medfuse.labs import LabEmbedder
-    from medfuse.labs.model import MLTM
-
-    model = LabEmbedder.load(labs_run, device="cpu").model
-    if mode == "scratch":
-        torch.manual_seed(seed)
-        model = MLTM(model.cfg)
-    return model.train()
-
-
-def run_inputs(cohort_path: str | Path, run_dir: Path, cfg: MedfuseConfig, progress: ProgressFn):
-    """``(cohort, labs_run, notes_run, FusionData)`` for ``run_dir``: steps 2-3 are run where missing and the
-    fusion inputs are built into (or reused from) ``run_dir/inputs``."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cohort = Cohort(cohort_path)
-    labs_run = ensure_labs_run(cohort, run_dir, cfg, progress)
-    notes_run = ensure_notes_run(cohort, run_dir, cfg, progress)
-    distributed.barrier()  # under torchrun: rank 0 has written both runs
-    data = load_fusion_data(cohort, labs_run, notes_run, store=run_dir / STORE_DIR, progress=progress)
-    return cohort, labs_run, notes_run, data

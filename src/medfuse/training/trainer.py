@@ -29,12 +29,13 @@ from medfuse.config import TrainConfig
 from medfuse.progress import ProgressFn
 from medfuse.torch_utils import resolve_device, warmup_cosine
 from medfuse.trainer import StopRule, macro_auprc, train
-from medfuse.training.inputs import FusionData
+from medfuse.training.inputs import FusionData, InputSizes
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 MODEL_FILE = "model.safetensors"
 HISTORY_FILE = "history.json"
 MODEL_CONFIG_FILE = "model_config.json"
+STANDARDISATION_FILE = "note_standardisation.safetensors"
 
 
 class FusionNet(nn.Module):
@@ -91,15 +92,14 @@ def fusion_config(cfg: TrainConfig):
     return FusionConfig(**{k: v for k, v in cfg.model_dump().items() if k in names})
 
 
-def build_net(cfg: TrainConfig, data: FusionData, lab_encoder: nn.Module | None = None) -> FusionNet:
-    """A fresh :class:`FusionNet` for ``data``'s shapes, seeded by ``cfg.seed``."""
+def build_net(cfg: TrainConfig, sizes: InputSizes, lab_encoder: nn.Module | None = None) -> FusionNet:
+    """A fresh :class:`FusionNet` for inputs of ``sizes``, seeded by ``cfg.seed``."""
     from medfuse.fusion import build_model
 
     torch.manual_seed(cfg.seed)
-    _, t, v = data.lab_values.shape if cfg.lab_values else (0, 0, 0)
-    fusion = build_model(fusion_config(cfg), d_note=data.note.shape[1], d_lab=data.lab_tokens.shape[2] + v,
-                         n_lab_tokens=data.lab_tokens.shape[1], n_labels=data.y.shape[1],
-                         d_lab_pooled=data.lab_pooled.shape[1] + t * v)
+    t, v = (sizes.n_tests, sizes.n_values) if cfg.lab_values else (0, 0)
+    fusion = build_model(fusion_config(cfg), d_note=sizes.d_note, d_lab=sizes.d_lab + v,
+                         n_lab_tokens=sizes.n_lab_tokens, n_labels=sizes.n_labels, d_lab_pooled=sizes.d_lab + t * v)
     return FusionNet(fusion, lab_encoder, cfg.lab_values)
 
 
@@ -123,7 +123,7 @@ class FusionTask:
         self.data, self.run_dir, self.cfg, self.main = data, run_dir, cfg, distributed.is_main()
         self.world = distributed.world_size()
         self.device = device = distributed.rank_device(resolve_device(cfg.device))
-        self.net = net = build_net(cfg, data, lab_encoder).to(device)
+        self.net = net = build_net(cfg, data.sizes(), lab_encoder).to(device)
         self.main_opt = torch.optim.AdamW(net.main_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         est_params = net.estimator_parameters()
         self.est_opt = torch.optim.AdamW(est_params, lr=cfg.estimator_lr) if est_params else None
@@ -209,7 +209,7 @@ def fit(data: FusionData, run_dir: str | Path, cfg: TrainConfig, lab_encoder: nn
     run_dir.mkdir(parents=True, exist_ok=True)
     task = FusionTask(data, run_dir, cfg, lab_encoder)
     if distributed.is_main():
-        (run_dir / MODEL_CONFIG_FILE).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        save_model_config(run_dir, cfg, data)
     result = train(task, StopRule(cfg.epochs, cfg.patience, "val_macro_auprc"), stage=stage, progress=progress,
                    checkpoint=run_dir / CHECKPOINT_FILE, resume=resume, rank_seeds=cfg.seed, describe=describe)
     if distributed.is_main():
@@ -219,12 +219,58 @@ def fit(data: FusionData, run_dir: str | Path, cfg: TrainConfig, lab_encoder: nn
             "seconds": result.seconds}
 
 
-def load_net(run_dir: str | Path, data: FusionData, lab_encoder: nn.Module | None = None) -> FusionNet:
-    """The best weights of a trained run, ready for :func:`predict`."""
+def save_model_config(folder: Path, cfg: TrainConfig, data: FusionData) -> None:
+    """``model_config.json`` (the settings and the input sizes the weights are built for) and
+    ``note_standardisation.safetensors`` (the training split's note statistics): a fusion model folder
+    loads from these and its weights alone."""
+    from safetensors.numpy import save_file
+
+    config = {"train": cfg.model_dump(mode="json"), "inputs": dataclasses.asdict(data.sizes())}
+    (folder / MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    save_file({"mean": np.ascontiguousarray(data.note_mean, np.float32),
+               "std": np.ascontiguousarray(data.note_std, np.float32)}, str(folder / STANDARDISATION_FILE))
+
+
+def read_model_config(folder: str | Path) -> tuple[TrainConfig, InputSizes]:
+    """The settings and input sizes of a fusion model folder (see :func:`save_model_config`)."""
+    path = Path(folder) / MODEL_CONFIG_FILE
+    config = json.loads(path.read_text())
+    if "inputs" not in config:
+        raise ValueError(f"{path}: written before models described their inputs (medfuse 0.1); "
+                         "train the run again with this version")
+    return TrainConfig.model_validate(config["train"]), InputSizes(**config["inputs"])
+
+
+def load_net(folder: str | Path, lab_encoder: nn.Module | None = None) -> FusionNet:
+    """The best weights of a trained fusion model folder (a run, or a bundle's ``fusion/``), ready for
+    :func:`predict`; nothing but the folder is read."""
     from safetensors.torch import load_file
 
-    run_dir = Path(run_dir)
-    cfg = TrainConfig.model_validate(json.loads((run_dir / MODEL_CONFIG_FILE).read_text()))
-    net = build_net(cfg, data, lab_encoder)
-    net.load_state_dict(load_file(str(run_dir / MODEL_FILE)))
+    cfg, sizes = read_model_config(folder)
+    net = build_net(cfg, sizes, lab_encoder)
+    net.load_state_dict(load_file(str(Path(folder) / MODEL_FILE)))
     return net.eval()
+
+
+def load_note_standardisation(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` the note vectors of a fusion model folder are standardised with."""
+    from safetensors.numpy import load_file
+
+    stats = load_file(str(Path(folder) / STANDARDISATION_FILE))
+    return stats["mean"], stats["std"]
+
+
+def lab_encoder(mode: str, labs_run: Path, seed: int):
+    """The MLTM encoder the fusion model trains with: None (frozen), the pretrained one, or a fresh one."""
+    if mode == "frozen":
+        return None
+    import torch
+
+    from medfuse.labs import LabEmbedder
+    from medfuse.labs.model import MLTM
+
+    model = LabEmbedder.load(labs_run, device="cpu").model
+    if mode == "scratch":
+        torch.manual_seed(seed)
+        model = MLTM(model.cfg)
+    return model.train()
