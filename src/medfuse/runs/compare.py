@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medfuse.config import MedfuseConfig
-from medfuse.evaluation.comparison import HEADLINE, comparison_markdown
+from medfuse.evaluation.comparison import HEADLINE, comparison_markdown, settings_text
 from medfuse.progress import ProgressFn, no_progress
 from medfuse.runs.layout import COMPARE_FILE, embed_config
 

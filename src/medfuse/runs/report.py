@@ -144,7 +144,7 @@ def _bundle(run_dir: Path, tmp: str) -> Path:
         files = json.loads((own / BUNDLE_FILE).read_text()).get("files", {})
         if files.get(f"fusion/{MODEL_FILE}") == sha256_file(RunFolder(run_dir).model):
             return own
-    return export_bundle(run_dir, Path(tmp) / "model", evaluate_missing=False)
+    return export_bundle(run_dir, Path(tmp) / "model")
 
 
 def explained_section(run_dir: Path, info: dict, split: str = "test") -> str:
