@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from medfuse.training.inputs import lab_missing, standardise_notes
+
 LAB_METHODS = ("occlusion", "integrated_gradients")
 IG_STEPS = 32
 BATCH = 512
@@ -99,13 +101,13 @@ class Explainer:
         owner = np.repeat(np.arange(v), [len(k) for k in keep])
         vec = self.predictor.lines.encode(self.lines.take(index, owner), v)
         missing = np.bincount(owner, minlength=v) == 0
-        note = (vec - self.predictor.note_mean) / self.predictor.note_std
-        return {"note": np.where(missing[:, None], 0.0, note).astype(np.float32), "note_missing": missing}
+        note = standardise_notes(vec, missing, self.predictor.note_mean, self.predictor.note_std)
+        return {"note": note, "note_missing": missing}
 
     def _batch(self, inputs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         device = self.predictor.device
         batch = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in inputs.items()}
-        batch["lab_missing"] = ~batch["lab_observed"].any(1)
+        batch["lab_missing"] = lab_missing(batch["lab_observed"])
         return batch
 
     def _lab_embedding(self, batch: dict[str, torch.Tensor], distinct: bool = False) -> None:

@@ -60,6 +60,16 @@ class _RowFile:
             os.close(self.fd)
 
 
+def lab_missing(observed):
+    """Rows without any observed lab token (``observed`` [N, tokens], numpy or torch)."""
+    return ~observed.any(1)
+
+
+def standardise_notes(vectors: np.ndarray, missing: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Note vectors standardised per dimension with the training split's statistics; rows without text are 0."""
+    return np.where(missing[:, None], 0.0, (vectors - mean) / std).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class InputSizes:
     """The shapes a fusion model is built for: saved with its weights (``model_config.json``)."""
@@ -106,7 +116,7 @@ class FusionData:
 
     @property
     def lab_missing(self) -> np.ndarray:
-        return ~self.lab_observed.any(axis=1)
+        return lab_missing(self.lab_observed)
 
     def rows(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
@@ -139,7 +149,7 @@ class FusionData:
 
         batch = {name: take(name) for name in COMPUTED}
         batch["note_missing"] = self.note_missing[rows]
-        batch["lab_missing"] = ~batch["lab_observed"].any(axis=1)
+        batch["lab_missing"] = lab_missing(batch["lab_observed"])
         return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
 
 
@@ -275,8 +285,7 @@ def _assemble(cohort: Cohort, note_missing: np.ndarray, fill_note: Callable[[_Ou
     mean, std = statistics(note, chunk)
     for start in range(0, n, chunk):
         block = note.read(start, min(start + chunk, n))
-        missing = note_missing[start : start + len(block), None]
-        note.write(start, np.where(missing, 0.0, (block - mean) / std).astype(np.float32))
+        note.write(start, standardise_notes(block, note_missing[start : start + len(block)], mean, std))
     lab_x, observed = output("lab_x", (n, n_tok), np.float32), output("lab_observed", (n, n_tok), bool)
     tokens, pooled = output("lab_tokens", (n, n_tok, d_lab), np.float32), output("lab_pooled", (n, d_lab), np.float32)
     values = output("lab_values", (n, len(keys), 5), np.float32)
