@@ -1,10 +1,13 @@
-"""Helpers shared by the benchmark scripts: cached synthetic data, timing a child process, results."""
+"""Helpers shared by the benchmark scripts: cached synthetic data, timing a child process, results, and the
+formatting and marker helpers of the scripts that render Markdown from results JSON (compare_cohort.py,
+render_readme.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -95,3 +98,49 @@ def new_patient_records(fmt: str, admissions: int, seed: int) -> Path:
         tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
         tmp.rename(out)
     return out
+
+
+# ---------------------------------------------------------------- rendering results JSON as Markdown
+
+def load_result(name: str, results: Path = RESULTS) -> dict:
+    """``results/<name>.json``."""
+    return json.loads((Path(results) / f"{name}.json").read_text())
+
+
+def duration(seconds: float) -> str:
+    """``2 min 5 s``, or ``42 s`` under a minute."""
+    minutes, s = divmod(round(seconds), 60)
+    return f"{minutes} min {s} s" if minutes else f"{s} s"
+
+
+def gib(mib: float) -> str:
+    """MiB as ``1.50 GiB``."""
+    return f"{mib / 1024:.2f} GiB"
+
+
+def gib_bytes(n: float) -> str:
+    """Bytes as ``9.95 GiB``."""
+    return f"{n / 2**30:.2f} GiB"
+
+
+MARKER = "<!-- rendered by {script}: {name} -->"
+END = "<!-- end -->"
+
+
+def marked_span(script: str, name: str) -> re.Pattern:
+    """The text between ``<!-- rendered by SCRIPT: NAME -->`` and the next ``<!-- end -->``."""
+    return re.compile(re.escape(MARKER.format(script=script, name=name)) + r"(.*?)" + re.escape(END), re.DOTALL)
+
+
+def replace_marked(text: str, script: str, name: str, content: str) -> str:
+    """``text`` with the span of fragment ``name`` replaced by ``content``.
+
+    A block fragment (``content`` ending in a newline) sits on lines of its own between the markers; an inline
+    one sits inside a line or a table cell. The markers must be there exactly once: a fragment that cannot be
+    placed is an error, not a silent no-op."""
+    pattern = marked_span(script, name)
+    found = pattern.findall(text)
+    if len(found) != 1:
+        raise ValueError(f"{len(found)} marked spans '{MARKER.format(script=script, name=name)}' (need exactly 1)")
+    body = f"\n{content}" if content.endswith("\n") else content
+    return pattern.sub(lambda m: MARKER.format(script=script, name=name) + body + END, text)

@@ -20,7 +20,7 @@ benchmarks/results/mimic4_scale.json after every stage and prints a table at the
     nohup python benchmarks/bench_mimic4_scale.py --rss-cap-gib 10 > scale.log 2>&1 &
     python benchmarks/bench_mimic4_scale.py --admissions 20000              # a quick check of the script
 
-About an hour on 2 shared cores and 23 GiB of disk (raw 3.6 GiB, notes 2.5, RUN/inputs 9.8, spill 9.3 at
+About an hour on 2 shared cores and 23 GiB of disk (raw 3.6 GiB, notes 2.5, RUN/inputs 9.8, spill 9.95 at
 its peak, removed after).
 """
 

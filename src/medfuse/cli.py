@@ -176,7 +176,7 @@ def finetune_notes(
     cohort: Annotated[Path, typer.Argument(help="Cohort folder made by `medfuse prepare`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for the LoRA adapter and head.")],
     model: Annotated[str | None, typer.Option(help="'default' or a local HF model folder.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping on val macro-F1).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (early stopping on val macro-AUPRC).")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate of the LoRA weights.")] = None,
     rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from medfuse.training import plots
+from medfuse.evaluation import plots
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -90,7 +90,7 @@ def test_no_pyplot_state():
     code = """
 import sys
 import numpy as np
-from medfuse.training import plots
+from medfuse.evaluation import plots
 y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
 p = np.array([[0.9, 0.2], [0.6, 0.4], [0.4, 0.7], [0.1, 0.4]])
 plots.calibration_plot(y, p)

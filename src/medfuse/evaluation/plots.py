@@ -64,12 +64,29 @@ def _curves(y: np.ndarray, p: np.ndarray):
     return fpr, tpr, recall, precision
 
 
-def roc_pr_curves(y_true, y_prob, label_names: Sequence[str] | None = None,
-                  path: str | Path | None = None) -> bytes:
-    """A grid with, per label, its ROC curve (with AUROC) beside its precision-recall curve (with AP).
+def _wrap(text: str, width: int) -> str:
+    """``text`` on lines of at most ``width`` characters, broken at spaces or underscores (kept)."""
+    import re
+    import textwrap
 
-    Two labels per row of the grid. A label lacking positives or negatives gets an empty panel that
-    says so instead of a curve.
+    words = re.findall(r"[^ _]+(?:_|$| )", text) or [text]
+    lines, line = [], ""
+    for w in words:
+        if line and len(line + w.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += w
+    lines.append(line.rstrip())
+    return "\n".join(textwrap.fill(ln, width, break_long_words=True) for ln in lines if ln)
+
+
+def roc_pr_figure(y_true, y_prob, label_names: Sequence[str] | None = None):
+    """A grid with, per label, its ROC curve (with AUROC) beside its precision-recall curve (with AP), as a
+    matplotlib ``Figure``.
+
+    Two labels per row of the grid, each pair in its own subfigure titled with the label's name (wrapped
+    when long), so no title is wider than its panels. A label lacking positives or negatives gets empty
+    panels that say so instead of curves.
     """
     from medfuse.evaluation.metrics import compute_metrics
 
@@ -79,22 +96,25 @@ def roc_pr_curves(y_true, y_prob, label_names: Sequence[str] | None = None,
     per = compute_metrics(y, p, 0.5, names)["per_label"]
     pairs_per_row = 2 if n_labels > 1 else 1
     n_rows = math.ceil(n_labels / pairs_per_row)
-    fig = _figure(4.4 * pairs_per_row, 2.3 * n_rows + 0.3)
-    axes = np.asarray(fig.subplots(n_rows, 2 * pairs_per_row, squeeze=False))
-    for j in range(n_rows * pairs_per_row):
-        ax_roc, ax_pr = axes[j // pairs_per_row, 2 * (j % pairs_per_row): 2 * (j % pairs_per_row) + 2]
+    fig = _figure(5.3 * pairs_per_row, 2.75 * n_rows + 0.1)
+    subfigs = np.asarray(fig.subfigures(n_rows, pairs_per_row, squeeze=False, wspace=0.04, hspace=0.03))
+    for j, sub in enumerate(subfigs.ravel()):
         if j >= n_labels:
-            ax_roc.set_axis_off()
-            ax_pr.set_axis_off()
             continue
         name, m = names[j], per[names[j]]
+        sub.suptitle(_wrap(name, 60), fontsize=9, fontweight="bold")
+        ax_roc, ax_pr = sub.subplots(1, 2)
         for ax in (ax_roc, ax_pr):
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1.02)
             ax.tick_params(labelsize=7)
-        ax_roc.set_title(f"{name}: ROC", fontsize=8)
-        ax_pr.set_title(f"{name}: PR (prev. {m['prevalence'] or 0:.1%})", fontsize=8)
+        ax_roc.set_title("ROC", fontsize=8)
+        ax_pr.set_title(f"precision-recall (prevalence {m['prevalence'] or 0:.1%})", fontsize=8)
         ax_roc.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls="--")
+        ax_roc.set_xlabel("false positive rate", fontsize=7)
+        ax_roc.set_ylabel("true positive rate", fontsize=7)
+        ax_pr.set_xlabel("recall", fontsize=7)
+        ax_pr.set_ylabel("precision", fontsize=7)
         if m["auroc"] is None:
             for ax in (ax_roc, ax_pr):
                 ax.text(0.5, 0.5, "undefined\n(no positives or\nno negatives)", ha="center", va="center",
@@ -106,11 +126,13 @@ def roc_pr_curves(y_true, y_prob, label_names: Sequence[str] | None = None,
         ax_pr.axhline(m["prevalence"], color="0.7", lw=0.8, ls="--")
         ax_roc.legend(loc="lower right", fontsize=7, frameon=False)
         ax_pr.legend(loc="upper right", fontsize=7, frameon=False)
-        ax_roc.set_xlabel("false positive rate", fontsize=7)
-        ax_roc.set_ylabel("true positive rate", fontsize=7)
-        ax_pr.set_xlabel("recall", fontsize=7)
-        ax_pr.set_ylabel("precision", fontsize=7)
-    return _png(fig, path)
+    return fig
+
+
+def roc_pr_curves(y_true, y_prob, label_names: Sequence[str] | None = None,
+                  path: str | Path | None = None) -> bytes:
+    """:func:`roc_pr_figure` as PNG bytes."""
+    return _png(roc_pr_figure(y_true, y_prob, label_names), path)
 
 
 def _reliability(y: np.ndarray, p: np.ndarray, n_bins: int):
@@ -236,35 +258,80 @@ def _summarise(rows: Sequence[dict], metric: str, name_key: str) -> list[tuple[s
     return out
 
 
-def comparison_chart(rows: Sequence[dict], metric: str, name_key: str = "model",
-                     path: str | Path | None = None) -> bytes:
-    """Bar chart of ``metric`` per model with error bars: mean ± spread (see ``_summarise`` for the rows).
+def _value_axis_limits(low: float, high: float, pad_fraction: float = 0.12) -> tuple[float, float]:
+    """Axis limits for values (error bars included) from ``low`` to ``high``: the range, padded, where the
+    values lie further from 0 than the range is wide (so 0.780 and 0.785 stay apart); else from 0."""
+    span = max(high - low, 0.02 * max(abs(high), abs(low)), 1e-3)
+    left, right = low - pad_fraction * span, high + pad_fraction * span
+    return (left if left > 0 and low > span else min(0.0, left)), right
 
-    ``metric`` is also the axis label, so ``comparison_chart([{"name": ..., "mean": ..., "std": ...}],
-    "macro-AUPRC")`` works as well as rows keyed by the metric.
+
+def comparison_chart_figure(rows: Sequence[dict], metric: str, name_key: str = "model",
+                            group_key: str = "group"):
+    """Dot plot of ``metric`` per model, one row per model (first row at the top), with error bars: mean ±
+    spread (see ``_summarise`` for the rows), as a matplotlib ``Figure``.
+
+    The value axis is zoomed to the models' range so that 0.780 and 0.785 stay apart; when it does not
+    start at 0 its label says so and a break mark sits at its left end (dots, not bars, so no length is
+    read from an axis that does not start at 0). A dashed line marks the best mean. Dots are coloured by
+    ``row[group_key]`` when the rows have one (legend below). ``metric`` is also the axis label, so
+    ``comparison_chart_figure([{"name": ..., "mean": ..., "std": ...}], "macro-AUPRC")`` works as well as
+    rows keyed by the metric.
     """
     summary = _summarise(rows, metric, name_key)
-    fig = _figure(max(4.0, 0.9 * len(summary) + 1.5), 3.6)
+    groups: dict[str, str] = {}
+    for row in rows:
+        groups.setdefault(str(row.get(name_key, row.get("name", "?"))), str(row.get(group_key, "")))
+    fig = _figure(8.0, 0.27 * len(summary) + 1.5)
     ax = fig.subplots()
-    if summary:
-        names, centres, lo, hi = zip(*summary)
-        x = np.arange(len(names))
-        ax.bar(x, centres, color=[f"C{i % 10}" for i in range(len(names))], alpha=0.85)
-        ax.errorbar(x, centres, yerr=[lo, hi], fmt="none", ecolor="k", capsize=4, lw=1)
-        high = max(c + e for c, e in zip(centres, hi))
-        low = min(0.0, min(c - e for c, e in zip(centres, lo)))  # bars start at 0 unless values are negative
-        pad = 0.08 * (high - low) if high > low else 0.05
-        for xi, c, e in zip(x, centres, hi):
-            ax.text(xi, c + e + pad / 4, f"{c:.3f}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(x, names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center",
-                      fontsize=8)
-        ax.set_ylim(low, high + pad)
-    else:
+    if not summary:
+        ax.set_axis_off()
         ax.text(0.5, 0.5, f"no values for {metric}", ha="center", va="center", transform=ax.transAxes)
-    ax.set_ylabel(metric)
-    ax.set_title(metric)
-    ax.grid(axis="y", alpha=0.3)
-    return _png(fig, path)
+        return fig
+    names, centres, lo, hi = (list(v) for v in zip(*summary))
+    y = np.arange(len(names))
+    palette = {g: f"C{i % 10}" for i, g in enumerate(dict.fromkeys(groups[n] for n in names))}
+    coloured = len(palette) > 1 or "" not in palette
+    for yi, n, c, el, eh in zip(y, names, centres, lo, hi):
+        colour = palette[groups[n]] if coloured else "C0"
+        ax.errorbar(c, yi, xerr=[[el], [eh]], fmt="o", ms=5, color=colour, ecolor=colour, elinewidth=1.4,
+                    capsize=3, label=groups[n] if coloured else None)
+    best = max(centres)
+    ax.axvline(best, color="0.45", lw=0.8, ls="--", zorder=0)
+    left, right = _value_axis_limits(min(c - e for c, e in zip(centres, lo)),
+                                     max(c + e for c, e in zip(centres, hi)))
+    ax.set_xlim(left, right)
+    ax.set_ylim(len(names) - 0.4, -0.6)  # first row at the top
+    ax.set_yticks(y, names, fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    from matplotlib.transforms import blended_transform_factory
+
+    beside = blended_transform_factory(ax.transAxes, ax.transData)
+    for yi, c, el, eh in zip(y, centres, lo, hi):
+        spread = f" ± {max(el, eh):.3f}" if el == eh and el > 0 else (f" [{c - el:.3f}, {c + eh:.3f}]" if el or eh else "")
+        ax.text(1.01, yi, f"{c:.3f}{spread}", transform=beside, ha="left", va="center", fontsize=7.5,
+                fontweight="bold" if c == best else "normal")
+    if left > 0:
+        ax.set_xlabel(f"{metric} (axis starts at {left:.3f}, not 0; dashed: best mean {best:.3f})", fontsize=8)
+        mark = {"marker": [(-1, -1.5), (1, 1.5)], "markersize": 9, "linestyle": "none", "color": "k",
+                "mec": "k", "mew": 1, "clip_on": False}
+        ax.plot([0.0, 0.012], [0, 0], transform=ax.transAxes, **mark)  # break mark: the axis does not start at 0
+    else:
+        ax.set_xlabel(f"{metric} (dashed: best mean {best:.3f})", fontsize=8)
+    ax.set_title(metric, fontsize=10)
+    if coloured:
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncol=min(6, len(unique)),
+                   fontsize=7.5, frameon=False)
+    return fig
+
+
+def comparison_chart(rows: Sequence[dict], metric: str, name_key: str = "model",
+                     path: str | Path | None = None, group_key: str = "group") -> bytes:
+    """:func:`comparison_chart_figure` as PNG bytes."""
+    return _png(comparison_chart_figure(rows, metric, name_key, group_key), path)
 
 
 def cohort_flow_figure(manifest: dict, with_notes: int | None = None, with_labs: int | None = None):

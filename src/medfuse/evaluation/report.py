@@ -15,14 +15,20 @@ import numpy as np
 from medfuse.data.cohort import SPLITS, Cohort
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;padding:0 1rem}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1180px;color:#1d2330;padding:0 1rem}
 h1{margin-bottom:.2rem}h2{border-bottom:2px solid #e3e7ee;padding-bottom:.3rem;margin-top:2.2rem}
-.sub{color:#5b6578}table{border-collapse:collapse;margin:.8rem 0;font-size:.9rem}
+.sub{color:#5b6578}.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:.8rem 0;font-size:.9rem}
 th,td{border:1px solid #dfe3ea;padding:.3rem .6rem;text-align:right}th{background:#f3f5f9}
 td:first-child,th:first-child{text-align:left}tr.best td{background:#eef7ee;font-weight:600}
+table.nowrap{font-size:.85rem}table.nowrap td,table.nowrap th{white-space:nowrap;padding:.3rem .5rem}
 .cards{display:flex;gap:1rem;flex-wrap:wrap}.card{background:#f6f8fb;border-radius:8px;padding:.8rem 1.2rem;min-width:150px}
 .card b{display:block;font-size:1.6rem}img{max-width:100%;border:1px solid #e3e7ee;border-radius:6px}
-pre{background:#f6f8fb;padding:1rem;overflow:auto;font-size:.8rem;border-radius:6px}
+pre{background:#f6f8fb;padding:1rem;font-size:.8rem;border-radius:6px;box-sizing:border-box;max-width:100%;
+white-space:pre-wrap;overflow-wrap:anywhere;column-width:32rem;column-gap:2rem;column-rule:1px solid #e3e7ee}
+table.labbars{margin:.2rem 0;font-size:.8rem}table.labbars td{border:0;padding:1px .4rem;white-space:nowrap}
+table.labbars td.value{text-align:right;color:#5b6578}table.labbars td.bars{width:240px;padding:0}
+.labbars .axis{display:flex;height:14px}.labbars .axis>div{flex:1;display:flex}
+.labbars .axis>div:first-child{justify-content:flex-end;border-right:1px solid #5b6578}.labbars .axis span{display:block}
 """
 
 PACKAGES = ("medfuse", "torch", "transformers", "peft", "scikit-learn", "lightgbm", "duckdb", "pyarrow", "numpy")
@@ -42,12 +48,15 @@ def _fmt(v, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
-def html_table(header: list[str], rows: list[list], classes: list[str] | None = None) -> str:
+def html_table(header: list[str], rows: list[list], classes: list[str] | None = None, cls: str = "") -> str:
+    """A table (in a box that scrolls sideways where the page is too narrow for it); ``classes``: one CSS class
+    per row, ``cls``: the table's (``"nowrap"``: cells on one line, a little smaller)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         f"<tr class=\"{(classes or [''] * len(rows))[i]}\">" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>"
         for i, r in enumerate(rows))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table_cls = f" class=\"{html.escape(cls)}\"" if cls else ""
+    return f"<div class=\"scroll\"><table{table_cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _interval(entry: dict | None) -> str:
@@ -153,36 +162,65 @@ def subgroup_section(metrics: dict) -> str:
 
 
 def comparison_section(table: dict) -> str:
+    """Two tables of the comparison (mean ± sd over seeds; the first seed's intervals and paired Δ), each
+    cell on one line, and a dot plot of macro-AUPRC zoomed to the models' range."""
     from medfuse.evaluation.comparison import delta_cells, tuned_text
     from medfuse.evaluation.plots import comparison_chart
 
     best = max(r["summary"]["macro_auprc"]["mean"] for r in table["models"])
     paired = any("vs_medfuse" in r for r in table["models"])
-    rows, classes = [], []
+    seed0 = table["seeds"][0]
+    means, intervals, classes = [], [], []
     for r in table["models"]:
         s, b = r["summary"], r["bootstrap_seed0"]
-        rows.append([r["name"], r["group"], *[f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" for m in
-                                             ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")],
-                     _interval(b.get("macro_f1")), _interval(b.get("macro_auprc")),
-                     *([delta_cells(r, table, "macro_auprc")] if paired else []), tuned_text(r)])
+        means.append([r["name"], r["group"], *[f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" for m in
+                                              ("macro_f1", "micro_f1", "macro_auprc", "macro_auroc")],
+                      tuned_text(r)])
+        intervals.append([r["name"], _interval(b.get("macro_f1")), _interval(b.get("macro_auprc")),
+                          *([delta_cells(r, table, "macro_auprc")] if paired else [])])
         classes.append("best" if s["macro_auprc"]["mean"] == best else "")
-    chart_rows = [{"name": r["name"], "mean": r["summary"]["macro_auprc"]["mean"], "std": r["summary"]["macro_auprc"]["std"]}
-                  for r in table["models"]]
+    chart_rows = [{"name": r["name"], "group": r["group"], "mean": r["summary"]["macro_auprc"]["mean"],
+                   "std": r["summary"]["macro_auprc"]["std"]} for r in table["models"]]
     return "\n".join([
         "<h2>Baselines and ablations</h2>",
         (f"<p class='sub'>Same split, same early-stopping rule, same tuning (each neural row's settings chosen "
-         f"on validation macro-AUPRC over {html.escape(json.dumps(table.get('grid', {})))} with the first seed); "
-         f"mean ± sd over seeds {table['seeds']}; "
-        f"bracketed: seed {table['seeds'][0]}'s patient-level bootstrap 95% interval ({table['n_resamples']} resamples). "
-        "The MEDFuse run at the top of this page uses the <code>train</code> settings of its configuration, "
-        "not the row's validation choice, so its figures can differ from the MEDFuse row."
-        + (" Δ: test macro-AUPRC of MEDFuse minus the row, paired patient-level bootstrap of both first seeds on "
-           "the same resamples, 95% interval and one-sided p; MEDFuse's own row: minus the best baseline (labs "
-           "only, notes only or fusion row with the best mean macro-AUPRC)." if paired else "") + "</p>"),
-        html_table(["model", "group", "macro-F1", "micro-F1", "macro-AUPRC", "macro-AUROC", "macro-F1 95% CI",
-                "macro-AUPRC 95% CI", *(["Δ macro-AUPRC, MEDFuse − row [95% CI], p"] if paired else []),
-                "tuned on validation"], rows, classes),
-        html_img(comparison_chart(chart_rows, "macro-AUPRC"), "comparison chart")])
+         f"on validation macro-AUPRC over {html.escape(json.dumps(table.get('grid', {})))} with the first seed). "
+         "The MEDFuse run at the top of this page uses the <code>train</code> settings of its configuration, "
+         "not the row's validation choice, so its figures can differ from the MEDFuse row. Highlighted: the "
+         "best mean macro-AUPRC.</p>"),
+        f"<h3>Mean ± sd over seeds {html.escape(str(table['seeds']))}</h3>",
+        html_table(["model", "group", "macro-F1", "micro-F1", "macro-AUPRC", "macro-AUROC", "tuned on validation"],
+                   means, classes, cls="nowrap"),
+        f"<h3>Seed {seed0}: 95% intervals{' and paired differences' if paired else ''}</h3>",
+        (f"<p class='sub'>Patient-level bootstrap of seed {seed0}'s test predictions ({table['n_resamples']} "
+         "resamples)."
+         + (" Δ: test macro-AUPRC of MEDFuse minus the row, paired patient-level bootstrap of both first seeds on "
+            "the same resamples, 95% interval and one-sided p; MEDFuse's own row: minus the best baseline (labs "
+            "only, notes only or fusion row with the best mean macro-AUPRC)." if paired else "") + "</p>"),
+        html_table(["model", "macro-F1 95% CI", "macro-AUPRC 95% CI",
+                    *(["Δ macro-AUPRC, MEDFuse − row [95% CI], p"] if paired else [])], intervals, classes,
+                   cls="nowrap"),
+        html_img(comparison_chart(chart_rows, "macro-AUPRC"), "comparison chart: macro-AUPRC per model, mean ± sd")])
+
+
+def lab_bars(items: list[dict], scale: float) -> str:
+    """One row per lab test: its full name, the last value the model saw, a signed bar (red = towards the
+    label, blue = against; ``scale`` = a full half-bar) and the score. An HTML table, so no name is cut;
+    ``items`` as :meth:`medfuse.serving.explain.Explainer.lab_item` makes them."""
+    if not items:
+        return "<p class='sub'>No lab test measured.</p>"
+    scale = scale or 1.0
+    rows = []
+    for it in items:
+        score = float(it["score"])
+        length = min(100.0, 100.0 * abs(score) / scale)
+        colour = "rgba(214,39,40,0.85)" if score > 0 else "rgba(31,119,180,0.85)"
+        bar = f"<span style='width:{max(length, 0.4):.1f}%;background:{colour}'></span>"
+        value = "" if it.get("value") is None else f"{it['value']:g} {it.get('unit') or ''}".strip()
+        rows.append(f"<tr><td>{html.escape(str(it['label']))}</td><td class='value'>{html.escape(value)}</td>"
+                    f"<td class='bars'><div class='axis'><div>{bar if score < 0 else ''}</div>"
+                    f"<div>{bar if score >= 0 else ''}</div></div></td><td>{score:+.3f}</td></tr>")
+    return f"<table class='labbars' aria-label='lab test scores'><tbody>{''.join(rows)}</tbody></table>"
 
 
 def versions_table() -> str:
