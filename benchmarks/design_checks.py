@@ -229,7 +229,7 @@ def fusion_run(inputs: Inputs, name: str, seed: int) -> dict:
     from design_parts import inspect_medfuse
 
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.trainer import fit, lab_encoder, load_net, predict
+    from medfuse.training.fusion import fit, lab_encoder, load_net, predict
 
     labs, notes, overrides = VARIANTS[name]
     cfg = inputs.cfg

@@ -46,7 +46,7 @@ def _mean_rows(module, _inputs, output):
 
 
 def inspect_medfuse(net, data, rows: np.ndarray, device: torch.device, seed: int = 0) -> dict:
-    """The read-outs listed in the module docstring for a trained :class:`~medfuse.training.trainer.FusionNet`
+    """The read-outs listed in the module docstring for a trained :class:`~medfuse.training.fusion.FusionNet`
     around a MEDFuse model; ``rows`` are scored in one batch."""
     from medfuse.trainer import macro_auprc
 

@@ -22,9 +22,9 @@ import torch
 import torch.multiprocessing as mp
 from torch.multiprocessing.spawn import ProcessException
 from torch.optim.optimizer import register_optimizer_step_pre_hook
+from training.test_trainer import make_data
 
 from medfuse.config import LabsConfig, TrainConfig, load_config
-from training.test_trainer import make_data
 
 WORLD = 2
 GRAD_STEPS = 3  # first optimizer steps compared
@@ -171,7 +171,7 @@ def _job(rank: int, out: Path, cohort: Path, tiny_bert: Path) -> None:
     from medfuse.notes.embed import EmbeddingCache
     from medfuse.notes.finetune import finetune_notes
     from medfuse.runs.stages import train_run
-    from medfuse.training.trainer import fit
+    from medfuse.training.fusion import fit
 
     grads = record_grads(lambda: fit(make_data(190), out / "fusion_grads", fusion_config()))
     np.savez(out / f"fusion_grads_{rank}.npz", *grads)
@@ -279,7 +279,7 @@ def test_two_ranks_of_half_batches_give_the_single_process_gradients(job, cohort
     model's and the vCLUB estimator's gradients of the first steps (fusion; with an MLTM encoder that trains
     along), MLTM's (pre-training)."""
     from medfuse.labs import pretrain
-    from medfuse.training.trainer import fit
+    from medfuse.training.fusion import fit
 
     if model == "fusion":
         single = record_grads(lambda: fit(make_data(190), tmp_path, fusion_config()))  # 133 train rows: 64, 64, 5
@@ -296,7 +296,7 @@ def test_two_ranks_of_half_batches_give_the_single_process_gradients(job, cohort
 
 
 def test_two_rank_training_matches_one_process(job, tmp_path):
-    from medfuse.training.trainer import fit
+    from medfuse.training.fusion import fit
 
     single = fit(train_data(), tmp_path, train_config())
     two = json.loads((job / "fusion_full_0.json").read_text())

@@ -2,32 +2,68 @@
 
 The shipped ``resources/default.toml`` (linked as ``configs/default.toml``) is read first, a user's
 file is merged over it key by key, and CLI options win over both.
+
+That file is the only place a default value is written: the classes below declare each key's type and
+constraints, and a key left out when a section is built in Python (``TrainConfig(d=16)``, ``MedfuseConfig()``,
+an older run's ``model_config.json``) takes its value from the section's table there (``_Section.toml_table``).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Source = Literal["mimic3", "mimic4", "meds"]
 
 
+def default_config_text() -> str:
+    """The shipped default configuration, as TOML text."""
+    return resources.files("medfuse.resources").joinpath("default.toml").read_text()
+
+
+@functools.cache
+def _shipped_defaults() -> dict[str, Any]:
+    return tomllib.loads(default_config_text())
+
+
+def shipped_defaults(*table: str) -> dict[str, Any]:
+    """A (deep) copy of the shipped default.toml's table ``table`` (``"prepare", "meds"``; none = the whole file)."""
+    data = _shipped_defaults()
+    for name in table:
+        data = data[name]
+    return copy.deepcopy(data)
+
+
 class _Section(BaseModel):
+    """A configuration section: its keys' defaults are the shipped default.toml's table ``toml_table``."""
+
     model_config = ConfigDict(extra="forbid")
+    toml_table: ClassVar[tuple[str, ...]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shipped_defaults_for_missing_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data  # an instance of the class, or not a table at all: pydantic says what is wrong
+        defaults = shipped_defaults(*cls.toml_table)
+        return {**{k: v for k, v in defaults.items() if k in cls.model_fields}, **data}
 
 
 class SynthConfig(_Section):
-    format: Source = "mimic3"
-    admissions: int = Field(2000, ge=10)
-    seed: int = 0
-    note_fraction: float = Field(0.95, ge=0.0, le=1.0)
+    toml_table = ("synth",)
+    format: Source
+    admissions: int = Field(ge=10)
+    seed: int
+    note_fraction: float = Field(ge=0.0, le=1.0)
 
 
 _MEDS_GROUPS = {  # regex keys of [prepare.meds] and the named groups each must have
@@ -41,29 +77,30 @@ class MedsConfig(_Section):
     Every ``*_code`` key is a regular expression matched against an event's ``code`` (search, so anchor it
     with ``^``); an empty one matches nothing. Defaults follow the MIMIC-IV MEDS ETL (MEDS-Extract)."""
 
-    admission_id_columns: list[str] = ["hadm_id", "visit_id"]
-    admission_start_code: str = "^HOSPITAL_ADMISSION//"
-    admission_end_code: str = "^HOSPITAL_DISCHARGE//"
-    admission_end_column: str = "end"
-    birth_code: str = "^MEDS_BIRTH$"
-    birth_precision: Literal["auto", "year", "exact"] = "auto"
-    sex_code: str = "^GENDER//(?P<sex>.+)$"
-    race_code: str = "^RACE//(?P<race>.*)$"
-    race_column: str = "race"
-    diagnosis_codes: list[str] = ["^DIAGNOSIS//ICD//(?P<version>[^/]*)//(?P<code>[^/]*)$",
-                                  "^ICD(?P<version>9|10)CM/(?P<code>[^/]+)$"]
-    diagnosis_parent_codes: bool = True
-    lab_code: str = "^LAB//RESULT//(?P<test>[^/]*)//(?P<unit>.*)$"
-    lab_unit_column: str = "unit"
-    unknown_unit: str = "UNK"
-    lab_flag_column: str = "flag"
-    lab_ref_low_column: str = "ref_range_lower"
-    lab_ref_high_column: str = "ref_range_upper"
-    note_code: str = "^NOTE//DISCHARGE"
-    use_subject_splits: bool = True
-    train_splits: list[str] = ["train"]
-    val_splits: list[str] = ["tuning"]
-    test_splits: list[str] = ["held_out"]
+    toml_table = ("prepare", "meds")
+
+    admission_id_columns: list[str]
+    admission_start_code: str
+    admission_end_code: str
+    admission_end_column: str
+    birth_code: str
+    birth_precision: Literal["auto", "year", "exact"]
+    sex_code: str
+    race_code: str
+    race_column: str
+    diagnosis_codes: list[str]
+    diagnosis_parent_codes: bool
+    lab_code: str
+    lab_unit_column: str
+    unknown_unit: str
+    lab_flag_column: str
+    lab_ref_low_column: str
+    lab_ref_high_column: str
+    note_code: str
+    use_subject_splits: bool
+    train_splits: list[str]
+    val_splits: list[str]
+    test_splits: list[str]
 
     @field_validator("admission_start_code", "admission_end_code", "birth_code", "sex_code", "race_code",
                      "diagnosis_codes", "lab_code", "note_code")
@@ -81,19 +118,20 @@ class MedsConfig(_Section):
 
 
 class PrepareConfig(_Section):
-    source: Source = "mimic3"
-    diseases: str = ""
-    seed: int = 42
-    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    lab_min_admission_fraction: float = Field(0.05, ge=0.0, le=1.0)
-    lab_max_tests: int = Field(64, ge=1)
-    lab_hours_before_admission: float = Field(24.0, ge=0.0)
-    window_hours: float = Field(0.0, ge=0.0)  # labs up to ADMITTIME + this many hours; 0 = the whole stay
-    notes_dir: str = ""  # MIMIC-IV-Note folder when it is not under the raw folder; empty = the raw folder
-    memory_limit: str = "3GB"
-    temp_directory: str = ""  # DuckDB spill folder (a sub-folder per run); empty = inside the cohort being written
-    threads: int = Field(0, ge=0)
-    meds: MedsConfig = MedsConfig()
+    toml_table = ("prepare",)
+    source: Source
+    diseases: str
+    seed: int
+    split_fractions: tuple[float, float, float]
+    lab_min_admission_fraction: float = Field(ge=0.0, le=1.0)
+    lab_max_tests: int = Field(ge=1)
+    lab_hours_before_admission: float = Field(ge=0.0)
+    window_hours: float = Field(ge=0.0)
+    notes_dir: str
+    memory_limit: str
+    temp_directory: str
+    threads: int = Field(ge=0)
+    meds: MedsConfig
 
     @field_validator("split_fractions")
     @classmethod
@@ -106,22 +144,24 @@ class PrepareConfig(_Section):
 class LabsConfig(_Section):
     """Masked lab-test modelling (MLTM): the lab embedder and imputer (docs/labs.md)."""
 
-    aggregates: list[Literal["last", "mean", "min", "max"]] = Field(["last"], min_length=1)
-    d_model: int = Field(64, ge=4)
-    encoder_layers: int = Field(6, ge=1)
-    decoder_layers: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    mlp_ratio: int = Field(4, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    mask_ratio: float = Field(0.75, gt=0.0, lt=1.0)
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.05, ge=0.0)
-    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
-    patience: int = Field(10, ge=1)
-    seed: int = 0
-    device: str = "auto"
+    toml_table = ("labs",)
+
+    aggregates: list[Literal["last", "mean", "min", "max"]] = Field(min_length=1)
+    d_model: int = Field(ge=4)
+    encoder_layers: int = Field(ge=1)
+    decoder_layers: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    mlp_ratio: int = Field(ge=1)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    mask_ratio: float = Field(gt=0.0, lt=1.0)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    warmup_fraction: float = Field(ge=0.0, lt=1.0)
+    patience: int = Field(ge=1)
+    seed: int
+    device: str
 
     @field_validator("heads")
     @classmethod
@@ -135,45 +175,41 @@ class LabsConfig(_Section):
 class NotesConfig(_Section):
     """Clinical-note embeddings and LoRA fine-tuning (``embed-notes``, ``finetune-notes``; docs/notes.md)."""
 
-    model: str = "default"
-    pooling: Literal["auto", "mean", "last"] = "auto"
-    max_length: int = Field(0, ge=0)
-    stride: int = Field(32, ge=0)
-    batch_tokens: int = Field(0, ge=0)
-    batch_size: int = Field(0, ge=0)
-    normalize: bool = True
-    unit: Literal["lines", "text"] = "lines"
-    line_clusters: int = Field(64, ge=0)
-    line_max: bool = True
-    template: str = (
-        "Chief complaint: {chief_complaint}\n"
-        "History of present illness: {present_illness}\n"
-        "Past medical history: {past_history}\n"
-        "Medications on admission: {admission_medications}\n"
-        "{lab_text}"
-    )
-    cache: bool = True
-    cache_dir: str = ""
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    finetune: bool = False
-    lora_rank: int = Field(16, ge=1)
-    lora_alpha: float = Field(32.0, gt=0.0)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] = []
-    lora_layers: int = Field(0, ge=0)
-    epochs: int = Field(3, ge=1)
-    schedule_epochs: int = Field(0, ge=0)
-    train_batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    head_lr: float = Field(3e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    patience: int = Field(3, ge=1)
-    pos_weight: bool = True
-    max_minutes: float = Field(0.0, ge=0.0)
-    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
-    cpu_autocast: Literal["auto", "on", "off"] = "auto"
-    seed: int = 0
+    toml_table = ("notes",)
+
+    model: str
+    pooling: Literal["auto", "mean", "last"]
+    max_length: int = Field(ge=0)
+    stride: int = Field(ge=0)
+    batch_tokens: int = Field(ge=0)
+    batch_size: int = Field(ge=0)
+    normalize: bool
+    unit: Literal["lines", "text"]
+    line_clusters: int = Field(ge=0)
+    line_max: bool
+    template: str
+    cache: bool
+    cache_dir: str
+    device: str
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
+    finetune: bool
+    lora_rank: int = Field(ge=1)
+    lora_alpha: float = Field(gt=0.0)
+    lora_dropout: float = Field(ge=0.0, lt=1.0)
+    target_modules: list[str]
+    lora_layers: int = Field(ge=0)
+    epochs: int = Field(ge=1)
+    schedule_epochs: int = Field(ge=0)
+    train_batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    head_lr: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    patience: int = Field(ge=1)
+    pos_weight: bool
+    max_minutes: float = Field(ge=0.0)
+    gradient_checkpointing: Literal["auto", "on", "off"]
+    cpu_autocast: Literal["auto", "on", "off"]
+    seed: int
 
     @field_validator("line_max")
     @classmethod
@@ -183,59 +219,96 @@ class NotesConfig(_Section):
         return v
 
 
-class TrainConfig(_Section):
-    """The fusion model and its training (``train``; docs/fusion.md, docs/training.md)."""
+FusionKind = Literal["medfuse", "concat", "tfn", "notes_only", "labs_only"]
 
-    kind: Literal["medfuse", "concat", "tfn", "notes_only", "labs_only"] = "medfuse"
-    labs_encoder: Literal["frozen", "finetune", "scratch"] = "frozen"
-    lab_values: bool = True
-    labs_run: str = ""
-    notes_run: str = ""
-    d: int = Field(32, ge=2)
-    heads: int = Field(4, ge=1)
-    layers: int = Field(1, ge=1)
-    dense_hidden: int = Field(128, ge=1)
-    dense_layers: int = Field(2, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    modality_dropout: float = Field(0.15, ge=0.0, lt=1.0)
-    mi_weight: float = Field(0.1, ge=0.0)
-    use_kronecker: bool = True
-    skip_connections: bool = True
-    mi_floor: bool = True
-    use_cross_attention: bool = True
-    mi_sample: bool = True
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    estimator_lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(1e-2, ge=0.0)
-    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0)
-    grad_clip: float = Field(1.0, gt=0.0)
-    patience: int = Field(5, ge=1)
-    pos_weight: bool = False
-    seed: int = 0
-    device: str = "auto"
+
+class FusionConfig(_Section):
+    """The fusion model's architecture and loss (docs/fusion.md): the ``[train]`` keys that shape the model.
+
+    :class:`TrainConfig` is this plus how the model is trained; ``train.fusion`` is this part alone, the
+    one object ``medfuse.fusion.build_model`` reads."""
+
+    toml_table = ("train",)
+    kind: FusionKind
+    d: int = Field(ge=2)  # common width of every token / pooled feature
+    heads: int = Field(ge=1)  # must divide d
+    layers: int = Field(ge=1)  # blocks per self-attention stack and in the cross-attention stack
+    note_tokens: int = Field(ge=1)  # k: the note vector becomes k tokens (Linear(d_a, k*d) reshaped)
+    dense_hidden: int = Field(ge=1)
+    dense_layers: int = Field(ge=1)  # residual blocks in the dense fusion head
+    dropout: float = Field(ge=0.0, lt=1.0)
+    modality_dropout: float = Field(ge=0.0, le=0.5)  # a row never loses both modalities, hence <= 0.5
+    mi_weight: float = Field(ge=0.0)  # lambda on the vCLUB bound; 0 = the "no MI loss" ablation
+    mi_hidden: int = Field(ge=1)  # hidden width of the vCLUB mean / log-variance MLPs
+    mi_logvar_bound: float = Field(gt=0.0)  # logvar = bound * tanh(.)
+    mi_sample: bool
+    use_kronecker: bool
+    skip_connections: bool
+    mi_floor: bool
+    use_cross_attention: bool
+
+    @field_validator("heads")
+    @classmethod
+    def _heads_divide_width(cls, v: int, info) -> int:
+        d = info.data.get("d")
+        if d is not None and d % v:
+            raise ValueError(f"d ({d}) must be divisible by heads ({v})")
+        return v
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FusionConfig:
+        """The fusion settings among ``data`` (a ``[train]`` table or a TrainConfig dump: other keys are ignored)."""
+        return FusionConfig.model_validate({k: v for k, v in data.items() if k in FusionConfig.model_fields})
+
+
+class TrainConfig(FusionConfig):
+    """The fusion model (the :class:`FusionConfig` keys) and its training (``[train]``; docs/training.md)."""
+
+    labs_encoder: Literal["frozen", "finetune", "scratch"]
+    lab_values: bool
+    labs_run: str
+    notes_run: str
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    estimator_lr: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    warmup_fraction: float = Field(ge=0.0, lt=1.0)
+    grad_clip: float = Field(gt=0.0)
+    patience: int = Field(ge=1)
+    pos_weight: bool
+    seed: int
+    device: str
+
+    @property
+    def fusion(self) -> FusionConfig:
+        """The fusion model's own settings: the FusionConfig part of this section."""
+        return FusionConfig.from_dict(self.model_dump())
 
 
 class EvaluateConfig(_Section):
     """``evaluate``: bootstrap resamples, and the rule tuning decision thresholds on validation (docs/evaluation.md)."""
 
-    n_resamples: int = Field(1000, ge=0)
-    threshold_rule: Literal["plateau", "f1_max", "shrunk", "half_best_f1", "fixed"] = "plateau"
-    threshold_tolerance: float = Field(0.08, ge=0.0, le=1.0)
-    threshold_shrinkage: float = Field(10.0, ge=0.0)
-    threshold_min_positives: int = Field(1, ge=1)
+    toml_table = ("evaluate",)
+
+    n_resamples: int = Field(ge=0)
+    threshold_rule: Literal["plateau", "f1_max", "shrunk", "half_best_f1", "fixed"]
+    threshold_tolerance: float = Field(ge=0.0, le=1.0)
+    threshold_shrinkage: float = Field(ge=0.0)
+    threshold_min_positives: int = Field(ge=1)
 
 
 class CompareConfig(_Section):
     """``compare``: baselines, ablations and the lambda sweep (docs/training.md)."""
 
-    seeds: list[int] = [0, 1, 2]
-    mi_weights: list[float] = [0.0, 0.01, 0.1, 0.5, 1.0]
-    models: list[str] = []
-    n_resamples: int = Field(1000, ge=0)
-    workers: int = Field(0, ge=0)
-    grid: dict[str, list[int | float]] = {"dropout": [0.1, 0.3], "modality_dropout": [0.15, 0.3]}
+    toml_table = ("compare",)
+
+    seeds: list[int]
+    mi_weights: list[float]
+    models: list[str]
+    n_resamples: int = Field(ge=0)
+    workers: int = Field(ge=0)
+    grid: dict[str, list[int | float]]
 
     @field_validator("grid")
     @classmethod
@@ -253,29 +326,32 @@ class CompareConfig(_Section):
 class ServeConfig(_Section):
     """``medfuse serve``: the HTTP service, its limits and micro-batching (docs/serving.md)."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    device: str = "cpu"
-    max_body_bytes: int = Field(4 * 2**20, ge=1024)
-    max_records: int = Field(64, ge=1)
-    max_labs: int = Field(5000, ge=1)
-    max_note_chars: int = Field(100_000, ge=1)
-    max_batch: int = Field(32, ge=1)
-    max_wait_ms: float = Field(20.0, ge=0.0)
-    max_queue: int = Field(256, ge=1)
-    shutdown_timeout: float = Field(30.0, gt=0.0)
-    line_cache: int = Field(50_000, ge=0)
+    toml_table = ("serve",)
+
+    host: str
+    port: int = Field(ge=0, le=65535)
+    device: str
+    max_body_bytes: int = Field(ge=1024)
+    max_records: int = Field(ge=1)
+    max_labs: int = Field(ge=1)
+    max_note_chars: int = Field(ge=1)
+    max_batch: int = Field(ge=1)
+    max_wait_ms: float = Field(ge=0.0)
+    max_queue: int = Field(ge=1)
+    shutdown_timeout: float = Field(gt=0.0)
+    line_cache: int = Field(ge=0)
 
 
 class MedfuseConfig(_Section):
-    synth: SynthConfig = SynthConfig()
-    prepare: PrepareConfig = PrepareConfig()
-    labs: LabsConfig = LabsConfig()
-    notes: NotesConfig = NotesConfig()
-    train: TrainConfig = TrainConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
-    compare: CompareConfig = CompareConfig()
-    serve: ServeConfig = ServeConfig()
+    toml_table = ()
+    synth: SynthConfig
+    prepare: PrepareConfig
+    labs: LabsConfig
+    notes: NotesConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    compare: CompareConfig
+    serve: ServeConfig
 
 
 class ConfigError(ValueError):
@@ -295,14 +371,9 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: tuple[str, ...]
     return out
 
 
-def default_config_text() -> str:
-    """The shipped default configuration, as TOML text."""
-    return resources.files("medfuse.resources").joinpath("default.toml").read_text()
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> MedfuseConfig:
     """Read the default config, merge a user TOML file and ``{section: {key: value}}`` overrides over it."""
-    data = tomllib.loads(default_config_text())
+    data = shipped_defaults()
     if path:
         path = Path(path)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -82,8 +84,10 @@ def test_config_validation_and_round_trip():
         FusionConfig(d=30, heads=4)
     with pytest.raises(ValueError):
         FusionConfig(modality_dropout=0.6)
+    with pytest.raises(ValueError):
+        FusionConfig(unknown=1)
     cfg = FusionConfig(kind="tfn", d=8, mi_weight=0.0)
-    assert FusionConfig.from_dict({**cfg.to_dict(), "unknown": 1}) == cfg
+    assert FusionConfig.from_dict({**cfg.model_dump(), "unknown": 1}) == cfg
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=_ids)
@@ -193,12 +197,40 @@ def test_mi_floor_switch():
 
 def test_train_config_switches_reach_the_fusion_config():
     from medfuse.config import TrainConfig
-    from medfuse.training.trainer import fusion_config
 
-    default = fusion_config(TrainConfig())
+    default = TrainConfig().fusion
+    assert default == FusionConfig() and type(default) is FusionConfig
     assert default.skip_connections and default.mi_floor and default.use_cross_attention
-    off = fusion_config(TrainConfig(skip_connections=False, mi_floor=False, use_cross_attention=False))
+    assert (default.note_tokens, default.mi_hidden, default.mi_logvar_bound) == (4, 64, 1.0)
+    off = TrainConfig(skip_connections=False, mi_floor=False, use_cross_attention=False).fusion
     assert not off.skip_connections and not off.mi_floor and not off.use_cross_attention
+
+
+def test_every_fusion_setting_is_set_from_train_toml(tmp_path):
+    """Each FusionConfig field is a [train] key: a value in a user's file reaches the model's config."""
+    from medfuse.config import load_config
+
+    values = {"kind": "tfn", "d": 16, "heads": 2, "layers": 2, "note_tokens": 2, "dense_hidden": 24,
+              "dense_layers": 1, "dropout": 0.2, "modality_dropout": 0.3, "mi_weight": 0.5, "mi_hidden": 8,
+              "mi_logvar_bound": 2.0, "mi_sample": False, "use_kronecker": False, "skip_connections": False,
+              "mi_floor": False, "use_cross_attention": False}
+    assert set(values) == set(FusionConfig.model_fields)
+    assert all(FusionConfig().model_dump()[k] != v for k, v in values.items())
+    f = tmp_path / "user.toml"
+    f.write_text("[train]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))  # JSON scalars are TOML
+    assert load_config(f).train.fusion.model_dump() == values
+
+
+def test_note_tokens_and_estimator_settings_shape_the_model():
+    from medfuse.config import TrainConfig
+
+    model = build_model(TrainConfig(note_tokens=2, mi_hidden=8, mi_logvar_bound=2.0).fusion, D_NOTE, D_LAB,
+                        T, L)
+    assert model.note_pos.shape == (2, 32) and model.note_in.net[1].out_features == 2 * 32
+    assert model.club.mu[0].out_features == model.club.logvar[0].out_features == 8
+    assert model.club.logvar_bound == 2.0
+    out = model(**make_batch())
+    assert out.logits.shape == (8, L) and torch.isfinite(out.logits).all()
 
 
 def test_modality_dropout_never_hides_both():

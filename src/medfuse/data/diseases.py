@@ -8,14 +8,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-ICD_CODE_REGEX = r"^[A-Z0-9]{3,7}$"
-"""What a well-formed MIMIC ICD code looks like (no dot, upper-case); used to drop malformed codes."""
-
-
-def normalized_icd_sql(x: str) -> str:
-    """SQL: an ICD code as the disease prefixes are matched against it (trimmed, no dots, upper case)."""
-    return f"upper(replace(trim({x}), '.', ''))"
-
 
 @dataclass(frozen=True)
 class Disease:
@@ -27,7 +19,8 @@ class Disease:
     icd10: tuple[str, ...]
 
     def label_sql(self) -> str:
-        """SQL aggregate over diagnosis rows (``code`` normalised, ``version`` 9 or 10): 1 where one matches."""
+        """SQL aggregate over diagnosis rows (``code`` normalised, ``version`` 9 or 10; the rows
+        :func:`medfuse.data.rules.create_labels` uses): 1 where one matches."""
         parts = [f"(version = {v} AND regexp_matches(code, '^({'|'.join(p)})'))"
                  for v, p in ((9, self.icd9), (10, self.icd10)) if p]
         return f"max(CASE WHEN {' OR '.join(parts)} THEN 1 ELSE 0 END)::TINYINT AS {self.name}"

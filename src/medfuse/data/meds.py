@@ -4,9 +4,10 @@ A MEDS 0.4 folder holds ``data/**/*.parquet`` (one row per event: ``subject_id``
 ``numeric_value``, ``text_value`` and extra columns) and ``metadata/`` (``codes.parquet``,
 ``subject_splits.parquet``, ``dataset.json``). :func:`read_meds` checks the folder against the schemas of
 the ``meds`` package; :meth:`MedsDataset.attach` classifies every distinct code by the regular expressions
-of ``[prepare.meds]`` and :meth:`MedsDataset.relation` gives DuckDB subqueries with the columns the CSV
-path reads (patients, admissions, diagnoses, labitems, labevents, notes), so the rest of ``prepare`` runs
-unchanged. Events are read out of core with ``read_parquet(..., union_by_name=true)``. docs/meds.md.
+of ``[prepare.meds]`` and :meth:`MedsDataset.relation` gives the canonical relations of
+:data:`medfuse.data.rules.RELATIONS` (patients, admissions, diagnoses, labitems, labevents, notes), as the
+CSV adapter does, so the same rules apply. Events are read out of core with ``read_parquet(...,
+union_by_name=true)``. docs/meds.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medfuse.config import MedsConfig
-from medfuse.data.raw import InputError, RawFile, TableSpec
+from medfuse.data.raw import InputError, RawFile
+from medfuse.data.rules import RELATIONS
 
 KINDS = ("admission_start", "admission_end", "birth", "sex", "race", "diagnosis", "lab", "note")
 """What an event can be, in the order its code is tried (the first pattern that matches wins)."""
@@ -36,20 +38,6 @@ NON_INTEGER_TEST_BASE = 1_000_000_000
 """Lab test ids that are integers up to this are the itemid; any other test (``2160-0``) gets a surrogate above it."""
 SURROGATE_SPACE = 2**30
 """Surrogate itemids lie in ``NON_INTEGER_TEST_BASE + 1 ... NON_INTEGER_TEST_BASE + SURROGATE_SPACE`` (< 2**31)."""
-
-_COLUMNS = {
-    "patients": ("subject_id", "gender", "dob", "anchor_age", "anchor_year"),
-    "admissions": ("subject_id", "hadm_id", "admittime", "dischtime", "race"),
-    "diagnoses": ("subject_id", "hadm_id", "icd_code", "icd_version"),
-    "labitems": ("itemid", "label", "fluid", "category"),
-    "labevents": ("subject_id", "hadm_id", "itemid", "charttime", "value", "valuenum", "unit", "flag",
-                  "ref_low", "ref_high"),
-    "notes": ("hadm_id", "chartdate", "text"),
-}
-SPECS: dict[str, TableSpec] = {name: TableSpec("data", {c: c for c in cols}, required=name != "notes",
-                                               optional=("race",) if name == "admissions" else ())
-                               for name, cols in _COLUMNS.items()}
-"""The tables ``prepare`` reads, under the column names the MEDS relations give them (the CSV path's names)."""
 
 _SPLIT_KEYS = {"train": "train_splits", "val": "val_splits", "test": "test_splits"}
 
@@ -123,6 +111,7 @@ class MedsDataset:
 
     root: Path
     cfg: MedsConfig
+    name = "meds"
     data_files: list[Path]
     columns: dict[str, pa.DataType]  # every column of the data files (union by name)
     codes_file: Path | None
@@ -134,6 +123,7 @@ class MedsDataset:
     unused: dict[str, int] = field(default_factory=dict)
     birth_precision: str = ""
     lab_test_ids: dict = field(default_factory=dict)
+    has_race: bool = False
 
     # -- the events ---------------------------------------------------------------------------
     def _column(self, name: str, sql_type: str) -> str:
@@ -250,7 +240,7 @@ class MedsDataset:
             on_new_year = con.execute(f"""SELECT COALESCE(bool_and(e."time" = date_trunc('year', e."time")), true)
                 FROM {self._of_kind('birth')}""").fetchall()[0][0] if births else True
             self.birth_precision = "year" if on_new_year else "exact"
-        for name in _COLUMNS:
+        for name in RELATIONS:
             con.execute(f"CREATE OR REPLACE TABLE rej_{name} (error_type VARCHAR, line BIGINT)")  # no parser rejects
         self._make_files(con)
 
@@ -282,8 +272,8 @@ class MedsDataset:
 
     def _make_files(self, con) -> None:
         data = self.root / "data"
-        has_race = bool(self.events["race"]) or (bool(self.cfg.race_column) and self.cfg.race_column in self.columns)
-        for name, cols in _COLUMNS.items():
+        self.has_race = bool(self.events["race"]) or (bool(self.cfg.race_column) and self.cfg.race_column in self.columns)
+        for name, cols in RELATIONS.items():
             kinds = TABLE_KINDS.get(name, ("lab",))
             n = sum(self.events[k] for k in kinds)
             if n == 0 and name != "notes":
@@ -291,12 +281,18 @@ class MedsDataset:
                 raise InputError(f"{data}: no event matches [prepare.meds] {keys} "
                                  f"({', '.join(repr(getattr(self.cfg, k)) for k in keys.split(' / '))}): "
                                  f"the {name} table would be empty")
-            header = [c for c in cols if c != "race" or has_race]
-            self.files[name] = RawFile(data, header, True) if n else None
+            self.files[name] = RawFile(data, list(cols), True) if n else None
 
     # -- the relations ------------------------------------------------------------------------
-    def relation(self, name: str) -> str:
-        """A DuckDB subquery giving raw table ``name`` with the columns of the CSV path (``SPECS[name]``)."""
+    def file(self, name: str) -> RawFile | None:
+        """The data folder, for a relation that has events (``None``: no note event)."""
+        return self.files.get(name)
+
+    def relation(self, name: str) -> str | None:
+        """A DuckDB subquery giving relation ``name`` (:data:`~medfuse.data.rules.RELATIONS`) from the events;
+        ``None`` for notes when no event is a note."""
+        if self.files.get(name) is None:
+            return None
         if name == "patients":
             if self.birth_precision == "year":  # as MIMIC-IV: age = anchor_age + year(admittime) - anchor_year
                 birth = ("NULL::TIMESTAMP AS dob, CASE WHEN birth IS NOT NULL THEN 0 END AS anchor_age, "
@@ -333,9 +329,9 @@ class MedsDataset:
                   CASE WHEN {text}::FLOAT = e.numeric_value::FLOAT THEN {text} ELSE {number} END AS valuenum,
                   COALESCE(NULLIF(trim(e.unit), ''), k.unit) AS unit, e.flag, e.ref_low, e.ref_high
                 FROM {self._of_kind('lab')} LEFT JOIN meds_lab_tests t ON t.test = k.test)"""
-        if name == "notes":
-            return f"""(SELECT e.adm_id AS hadm_id, e."time" AS chartdate, e.text_value AS text
-                FROM {self._of_kind('note')})"""
+        if name == "notes":  # note_code picks discharge summaries
+            return f"""(SELECT e.adm_id AS hadm_id, e."time" AS charttime, 'Discharge summary' AS category,
+                  false AS error, e.text_value AS text FROM {self._of_kind('note')})"""
         raise KeyError(name)
 
     # -- splits --------------------------------------------------------------------------------

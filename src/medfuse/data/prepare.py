@@ -1,6 +1,7 @@
 """``medfuse prepare``: raw MIMIC-III / MIMIC-IV files or a MEDS dataset -> a leakage-safe cohort folder.
 
-An out-of-core DuckDB pipeline. Every raw row is either used or dropped for a named reason, and
+An out-of-core DuckDB pipeline over the canonical relations of the source's adapter, with the rules of
+:mod:`medfuse.data.rules`. Every raw row is either used or dropped for a named reason, and
 ``read == used + sum(dropped)`` is checked per table before anything is written. The cohort is
 built in a temporary sibling folder and renamed into place only when complete. docs/data.md
 describes the output.
@@ -26,10 +27,10 @@ import pyarrow.parquet as pq
 from medfuse import __version__
 from medfuse.atomic import atomic_folder
 from medfuse.config import PrepareConfig, config_hash
-from medfuse.data import transform
-from medfuse.data.diseases import ICD_CODE_REGEX, Disease, load_diseases, normalized_icd_sql
+from medfuse.data import rules, transform
+from medfuse.data.diseases import Disease, load_diseases
 from medfuse.data.prepare_notes import section_notes
-from medfuse.data.raw import SPECS, InputError, RawFile, csv_relation, locate
+from medfuse.data.raw import InputError
 from medfuse.data.sections import ALLOWED_SECTIONS
 from medfuse.data.splits import SPLIT_NAMES, stratified_split
 from medfuse.progress import ProgressFn, no_progress
@@ -47,16 +48,6 @@ def _beside(main, side):
         side_done = pool.submit(side)
         result = main()
         return result, side_done.result()
-
-RACE_GROUPS: tuple[tuple[str, str], ...] = (  # (group, SQL condition on the upper-cased raw value {r}), first match
-    ("UNKNOWN", "{r} = '' OR {r} LIKE 'UNKNOWN%' OR {r} LIKE 'UNABLE TO OBTAIN%' OR {r} LIKE '%DECLINED%'"),
-    ("WHITE", "{r} LIKE 'WHITE%' OR {r} = 'PORTUGUESE'"),
-    ("BLACK", "{r} LIKE 'BLACK%'"),
-    ("HISPANIC/LATINO", "{r} LIKE 'HISPANIC%' OR {r} LIKE 'SOUTH AMERICAN%'"),
-    ("ASIAN", "{r} LIKE 'ASIAN%'"),
-)
-"""Broad race / ethnicity groups of ADMISSIONS.ETHNICITY (MIMIC-III) or admissions.race (MIMIC-IV);
-any other value is OTHER."""
 
 
 @dataclass
@@ -86,7 +77,7 @@ class RowAccount:
 
 
 class _Pipeline:
-    """One run of ``prepare``: a DuckDB connection, the located raw files and the row accounts."""
+    """One run of ``prepare``: a DuckDB connection, the source's adapter and the row accounts."""
 
     def __init__(self, raw: Path, work: Path, cfg: PrepareConfig, progress: ProgressFn):
         import duckdb
@@ -105,17 +96,9 @@ class _Pipeline:
         self.accounts: dict[str, RowAccount] = {}
         self.timings: dict[str, float] = {}
         self.split_source = "stratified"
-        self.meds = None  # a MEDS dataset gives the same raw tables as DuckDB relations over its events
-        if cfg.source == "meds":
-            from medfuse.data import meds
-
-            self.meds, self.specs = meds.read_meds(raw, cfg.meds), meds.SPECS
-            self.meds.attach(self.con)
-            self.files: dict[str, RawFile | None] = self.meds.files
-        else:
-            notes_dir = Path(cfg.notes_dir) if cfg.notes_dir else None
-            self.specs = SPECS[cfg.source]
-            self.files = {name: locate(raw, cfg.source, name, notes_dir) for name in self.specs}
+        self.source = rules.open_adapter(raw, cfg.source, self.con, cfg.notes_dir, cfg.meds)
+        for name in rules.RELATIONS:  # every file located and checked before any work
+            self.source.file(name)
 
     # -- helpers -----------------------------------------------------------------------------
     def fork(self) -> _Pipeline:
@@ -157,15 +140,13 @@ class _Pipeline:
     def counts(self, query: str) -> dict:
         return dict(self.con.execute(query).fetchall())
 
-    def read_csv(self, name: str) -> str:
-        """A subquery over raw table ``name`` (:func:`~medfuse.data.raw.csv_relation`); parser rejects land
-        in ``rej_<name>``. For a MEDS dataset, the same table from its events (:mod:`medfuse.data.meds`)."""
-        if self.meds is not None:
-            return self.meds.relation(name)
-        return csv_relation(self.files[name], self.specs[name], name)
+    def relation(self, name: str) -> str | None:
+        """The source's canonical relation ``name`` (:data:`~medfuse.data.rules.RELATIONS`) as a subquery;
+        rows its parser rejects land in ``rej_<name>``."""
+        return self.source.relation(name)
 
     def start_account(self, name: str, table: str) -> RowAccount:
-        """Account for ``table`` (loaded from raw table ``name``): rows loaded plus rows the parser rejected."""
+        """Account for ``table`` (one row per row of relation ``name``): its rows plus rows the parser rejected."""
         acc = self.account(name)
         acc.read = self.scalar(f"SELECT count(*) FROM {table}")
         rejects = self.counts(
@@ -190,99 +171,43 @@ class _Pipeline:
 
     def _describe_duckdb_error(self, e: Exception) -> str:
         first = str(e).strip().splitlines()[0]
-        for f in self.files.values():
+        for f in self.source.files.values():
             if f is not None and str(f.path) in str(e):
                 return f"{f.path}: {first}"
         return first
 
     # -- stages --------------------------------------------------------------------------------
     def admissions(self) -> None:
-        c = self.con
-        if self.cfg.source == "mimic3":
-            birth = "TRY_CAST(dob AS TIMESTAMP) AS dob, NULL::DOUBLE AS anchor_age, NULL::INTEGER AS anchor_year"
-        else:  # MEDS gives an exact birth as dob, a birth year as anchor_age 0 in that anchor_year
-            dob = "TRY_CAST(dob AS TIMESTAMP)" if self.meds is not None else "NULL::TIMESTAMP"
-            birth = (f"{dob} AS dob, TRY_CAST(anchor_age AS DOUBLE) AS anchor_age, "
-                     "TRY_CAST(anchor_year AS INTEGER) AS anchor_year")
-        c.execute(f"""CREATE TABLE patients_raw AS SELECT TRY_CAST(subject_id AS BIGINT) AS subject_id,
-            upper(trim(gender)) AS sex, {birth} FROM {self.read_csv('patients')}""")
-        acc = self.start_account("patients", "patients_raw")
-        c.execute("""CREATE TABLE patients_rows AS SELECT *, CASE
-              WHEN subject_id IS NULL THEN 'invalid_id'
-              WHEN row_number() OVER (PARTITION BY subject_id ORDER BY dob, anchor_year) > 1 THEN 'duplicate'
-            END AS reason FROM patients_raw""")
+        rules.create_patient_rows(self.con, self.relation("patients"))
+        acc = self.start_account("patients", "patients_rows")
         acc.drop(self.counts("SELECT reason, count(*) FROM patients_rows GROUP BY reason"))
-        c.execute("CREATE TABLE patients AS SELECT * FROM patients_rows WHERE reason IS NULL")
         acc.used = self.scalar("SELECT count(*) FROM patients")
-
-        c.execute(f"""CREATE TABLE admissions_raw AS SELECT TRY_CAST(subject_id AS BIGINT) AS subject_id,
-            TRY_CAST(hadm_id AS BIGINT) AS hadm_id, TRY_CAST(admittime AS TIMESTAMP) AS admittime,
-            TRY_CAST(dischtime AS TIMESTAMP) AS dischtime, race FROM {self.read_csv('admissions')}""")
-        self.start_account("admissions", "admissions_raw")
-        c.execute("""CREATE TABLE admissions_rows AS SELECT a.*, CASE
-              WHEN a.subject_id IS NULL OR a.hadm_id IS NULL THEN 'invalid_id'
-              WHEN a.admittime IS NULL OR a.dischtime IS NULL THEN 'missing_time'
-              WHEN a.dischtime < a.admittime THEN 'discharge_before_admission'
-              WHEN p.subject_id IS NULL THEN 'unknown_patient'
-              WHEN row_number() OVER (PARTITION BY a.hadm_id ORDER BY a.admittime) > 1 THEN 'duplicate'
-            END AS reason
-            FROM admissions_raw a LEFT JOIN patients p USING (subject_id)""")
+        rules.create_admission_rows(self.con, self.relation("admissions"))
+        self.start_account("admissions", "admissions_rows")
 
     def diagnoses_and_labels(self, diseases: list[Disease]) -> None:
-        c = self.con
-        version = "9" if self.cfg.source == "mimic3" else "TRY_CAST(icd_version AS INTEGER)"
-        c.execute(f"""CREATE TABLE diagnoses_raw AS SELECT TRY_CAST(hadm_id AS BIGINT) AS hadm_id,
-            {normalized_icd_sql('icd_code')} AS code, trim(icd_code) AS code_raw, {version} AS version
-            FROM {self.read_csv('diagnoses')}""")
-        acc = self.start_account("diagnoses", "diagnoses_raw")
-        c.execute(f"""CREATE TABLE diagnoses_rows AS SELECT d.*, CASE
-              WHEN a.hadm_id IS NULL THEN 'unknown_admission'
-              WHEN d.code IS NULL OR d.code = '' THEN 'missing_icd_code'
-              WHEN NOT regexp_matches(d.code, '{ICD_CODE_REGEX}') THEN 'malformed_icd_code'
-              WHEN d.version IS NULL OR d.version NOT IN (9, 10) THEN 'invalid_icd_version'
-              WHEN row_number() OVER (PARTITION BY d.hadm_id, d.code, d.version) > 1 THEN 'duplicate'
-            END AS reason
-            FROM diagnoses_raw d LEFT JOIN (SELECT hadm_id FROM admissions_rows WHERE reason IS NULL) a
-            USING (hadm_id)""")
+        rules.create_diagnosis_rows(self.con, self.relation("diagnoses"),
+                                    "admissions_rows WHERE reason IS NULL")
+        acc = self.start_account("diagnoses", "diagnoses_rows")
         acc.drop(self.counts("SELECT reason, count(*) FROM diagnoses_rows GROUP BY reason"))
         acc.used = self.scalar("SELECT count(*) FROM diagnoses_rows WHERE reason IS NULL")
         acc.repaired["normalized_icd_code"] = self.scalar(
             "SELECT count(*) FROM diagnoses_rows WHERE reason IS NULL AND code <> code_raw")
-
-        c.execute(f"""CREATE TABLE labels AS SELECT hadm_id, {', '.join(d.label_sql() for d in diseases)}
-            FROM diagnoses_rows WHERE reason IS NULL GROUP BY hadm_id""")
-        c.execute("""UPDATE admissions_rows SET reason = 'no_diagnoses'
-            WHERE reason IS NULL AND hadm_id NOT IN (SELECT hadm_id FROM labels)""")
+        rules.create_labels(self.con, diseases, drop_unlabelled=True)
         adm = self.accounts["admissions"]
         adm.drop(self.counts("SELECT reason, count(*) FROM admissions_rows GROUP BY reason"))
-        exact = "epoch(a.admittime - p.dob) / (365.2425 * 86400)"  # MIMIC-III shifts ages over 89 to about 300
-        anchored = "p.anchor_age + year(a.admittime) - p.anchor_year"
-        age = {"mimic3": exact, "mimic4": anchored}.get(self.cfg.source, f"COALESCE({exact}, {anchored})")
-        win_start, win_end = transform.window_sql(self.cfg.lab_hours_before_admission, self.cfg.window_hours)
-        race_column = self.specs["admissions"].columns["race"]
-        if race_column in self.files["admissions"].header:  # an empty value is UNKNOWN; no column at all is NULL
-            r = "upper(trim(COALESCE(a.race, '')))"
-            groups = " ".join(f"WHEN {cond.format(r=r)} THEN '{g}'" for g, cond in RACE_GROUPS)
-            race = f"CASE {groups} ELSE 'OTHER' END"
-        else:
-            race = "NULL::VARCHAR"
-        c.execute(f"""CREATE TABLE cohort AS SELECT
-              row_number() OVER (ORDER BY a.subject_id, a.admittime, a.hadm_id) - 1 AS row,
-              a.subject_id, a.hadm_id, a.admittime, a.dischtime,
-              round(least({age}, 90), 2)::DOUBLE AS age,
-              CASE WHEN p.sex IN ('F', 'M') THEN p.sex END AS sex, {race} AS race, a.race AS race_raw,
-              {win_start} AS win_start, {win_end} AS win_end
-            FROM admissions_rows a JOIN patients p USING (subject_id) WHERE a.reason IS NULL""")
+        rules.create_cohort(self.con, rules.admitted_sql(self.source.has_race), self.cfg.lab_hours_before_admission,
+                            self.cfg.window_hours)
         adm.used = self.scalar("SELECT count(*) FROM cohort")
         adm.repaired["age_capped_at_90"] = self.scalar(f"""SELECT count(*) FROM admissions_rows a
-            JOIN patients p USING (subject_id) WHERE a.reason IS NULL AND {age} > 90""")
+            JOIN patients p USING (subject_id) WHERE a.reason IS NULL AND {rules.AGE} > 90""")
         if adm.used == 0:
-            raise InputError(f"{self.files['admissions'].path}: no usable admission (see dropped reasons: "
+            raise InputError(f"{self.source.file('admissions').path}: no usable admission (see dropped reasons: "
                              f"{dict(adm.dropped)})")
 
     def splits(self, diseases: list[Disease]) -> None:
-        source = self.meds.create_split_of_patient(self.con) if self.meds is not None else None
-        if source is not None:  # the MEDS dataset's own subject_splits.parquet
+        source = self.source.create_split_of_patient(self.con)
+        if source is not None:  # the source's own split (a MEDS dataset's subject_splits.parquet)
             self.split_source = source
         else:
             names = [d.name for d in diseases]
@@ -299,11 +224,11 @@ class _Pipeline:
     def labs(self) -> None:
         c, refs = self.con, transform.has_reference_ranges(self.cfg.source)
         c.execute(f"""CREATE TABLE labitems AS SELECT DISTINCT ON (itemid) TRY_CAST(itemid AS INTEGER) AS itemid,
-            label, fluid, category FROM {self.read_csv('labitems')} WHERE TRY_CAST(itemid AS INTEGER) IS NOT NULL""")
+            label, fluid, category FROM {self.relation('labitems')} WHERE TRY_CAST(itemid AS INTEGER) IS NOT NULL""")
         # One pass reads the rows, types them, attaches those without HADM_ID by time and gives each its
         # drop reason (or none); the shared transforms (medfuse.data.transform) do the rest.
-        transform.create_attachment_windows(c)
-        transform.create_lab_observations(c, self.read_csv("labevents"), refs, run=self.sql)
+        rules.create_attachment_windows(c)
+        transform.create_lab_observations(c, self.relation("labevents"), refs, run=self.sql)
         acc = self.start_account("labevents", "lab_obs")
         transform.reference_units_from_data(c)
         acc.repaired["unit_converted"] = transform.convert_units(c, refs)["converted"]
@@ -346,7 +271,7 @@ class _Pipeline:
             FROM freq f JOIN stats s USING (itemid) JOIN labitems li USING (itemid) LEFT JOIN lab_units u USING (itemid)
             ORDER BY rank LIMIT {cfg.lab_max_tests}""")
         if self.scalar("SELECT count(*) FROM lab_tests") == 0:
-            raise InputError(f"{self.files['labevents'].path}: no lab test is measured in at least "
+            raise InputError(f"{self.source.file('labevents').path}: no lab test is measured in at least "
                              f"{cfg.lab_min_admission_fraction:.0%} of training admissions")
 
     def write(self, out: Path, diseases: list[Disease]) -> dict[str, int]:
@@ -455,7 +380,7 @@ def prepare_cohort(
                                   "fitted_on": "train"},
             "timings": {**p.timings, "total": round(time.perf_counter() - t0, 3)},
         }
-        if p.meds is not None:
-            manifest["meds"] = p.meds.summary()
+        if (summary := p.source.summary()) is not None:
+            manifest[p.source.name] = summary
         (work / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         return manifest

@@ -1,8 +1,9 @@
 """The notes stage of ``prepare``: discharge summaries -> the four allowed sections per admission.
 
 Runs on its own DuckDB connection beside the lab stage (``prepare._Pipeline.fork``). Each note's
-drop reason is set as it is read; the sections are cut in Python (``medfuse.data.sections``) while
-the header census (``medfuse.data.audit``) is counted.
+drop reason is set as it is read (:func:`medfuse.data.rules.create_note_rows`: discharge summaries of
+cohort admissions only); the sections are cut in Python (``medfuse.data.sections``) while the header
+census (``medfuse.data.audit``) is counted.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 import pyarrow as pa
 
 from medfuse.data.audit import census_manifest
+from medfuse.data.rules import create_note_rows
 from medfuse.data.sections import ALLOWED_SECTIONS, extract_sections
 
 NOTE_BATCH_ROWS = 2048
@@ -20,32 +22,13 @@ NOTE_BATCH_ROWS = 2048
 def section_notes(p) -> tuple[str, dict | None]:
     """Fill table ``notes`` of pipeline ``p`` (one row per cohort admission with an allowed section);
     returns the notes status (``present``, ``missing``, ``empty``) and the header census (or ``None``)."""
-    f = p.files["notes"]
+    f = p.source.file("notes")
     acc = p.account("notes")
     if f is None or not f.has_rows:
         p.con.execute("CREATE TABLE notes (row BIGINT, hadm_id BIGINT, n_notes INTEGER, "
                       + ", ".join(f"{s} VARCHAR" for s in ALLOWED_SECTIONS) + ")")
         return ("missing" if f is None else "empty"), None
-    if p.cfg.source == "mimic3":
-        kind = "lower(trim(category)) = 'discharge summary'"
-        error = "trim(COALESCE(iserror, '')) NOT IN ('', '0')"
-    else:
-        kind, error = "true", "false"
-    p.sql(f"""CREATE TABLE note_rows AS
-        WITH typed AS (
-          SELECT TRY_CAST(hadm_id AS BIGINT) AS hadm_id, TRY_CAST(chartdate AS TIMESTAMP) AS t,
-            {kind} AS is_discharge, {error} AS is_error, text
-          FROM {p.read_csv('notes')}),
-        classified AS (
-          SELECT n.hadm_id, n.t, n.text, CASE
-            WHEN NOT n.is_discharge THEN 'not_discharge_summary'
-            WHEN n.is_error THEN 'marked_error'
-            WHEN n.hadm_id IS NULL THEN 'missing_admission_id'
-            WHEN c.hadm_id IS NULL THEN 'admission_not_in_cohort'
-            WHEN n.text IS NULL OR trim(n.text) = '' THEN 'empty_text'
-          END AS reason FROM typed n LEFT JOIN cohort c USING (hadm_id))
-        SELECT hadm_id, t, CASE WHEN reason IS NULL THEN text END AS text, reason FROM classified
-        """, stage="notes: read")
+    create_note_rows(p.con, p.relation("notes"), run=p.sql)
     p.start_account("notes", "note_rows")
     acc.drop(p.counts("SELECT reason, count(*) FROM note_rows GROUP BY reason"))
     total = p.scalar("SELECT count(*) FROM note_rows WHERE reason IS NULL")

@@ -1,8 +1,9 @@
 """Raw MIMIC-III / MIMIC-IV files: where they are, which columns are required, and reading them.
 
-Structural problems (missing file or column, unreadable or truncated gzip, empty required table)
-raise :class:`InputError` with the file and column named. Row-level problems are left to the SQL
-that types the rows, which drops or repairs them and counts each by reason.
+:class:`CsvSource` is the adapter of both layouts: it gives their tables as the canonical relations of
+:data:`medfuse.data.rules.RELATIONS`. Structural problems (missing file or column, unreadable or truncated
+gzip, empty required table) raise :class:`InputError` with the file and column named. Row-level problems
+are left to the rules (:mod:`medfuse.data.rules`), which drop or repair rows and count each by reason.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import csv
 import gzip
 import io
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from medfuse.data.rules import RELATIONS
 
 
 class InputError(ValueError):
@@ -28,6 +31,7 @@ class TableSpec:
     required: bool = True
     long_rows: bool = False  # rows may exceed DuckDB's default 2 MB line limit (free text)
     optional: tuple[str, ...] = ()  # our names of columns that may be absent (then read as NULL)
+    derived: dict[str, str] = field(default_factory=dict)  # canonical column -> SQL over our names
 
 
 SPECS: dict[str, dict[str, TableSpec]] = {
@@ -39,7 +43,8 @@ SPECS: dict[str, dict[str, TableSpec]] = {
              "race": "ethnicity"},
             optional=("race",),
         ),
-        "diagnoses": TableSpec("DIAGNOSES_ICD", {"subject_id": "subject_id", "hadm_id": "hadm_id", "icd_code": "icd9_code"}),
+        "diagnoses": TableSpec("DIAGNOSES_ICD", {"subject_id": "subject_id", "hadm_id": "hadm_id", "icd_code": "icd9_code"},
+                               derived={"icd_version": "9"}),  # every MIMIC-III code is ICD-9
         "labitems": TableSpec("D_LABITEMS", {"itemid": "itemid", "label": "label", "fluid": "fluid", "category": "category"}),
         "labevents": TableSpec(
             "LABEVENTS",
@@ -51,11 +56,12 @@ SPECS: dict[str, dict[str, TableSpec]] = {
         "notes": TableSpec(
             "NOTEEVENTS",
             {
-                "hadm_id": "hadm_id", "chartdate": "chartdate", "category": "category",
+                "hadm_id": "hadm_id", "charttime": "chartdate", "category": "category",
                 "iserror": "iserror", "text": "text",
             },
             required=False,
             long_rows=True,
+            derived={"error": "trim(COALESCE(iserror, '')) NOT IN ('', '0')"},
         ),
     },
     "mimic4": {
@@ -84,8 +90,9 @@ SPECS: dict[str, dict[str, TableSpec]] = {
                 "ref_low": "ref_range_lower", "ref_high": "ref_range_upper",
             },
         ),
-        "notes": TableSpec("note/discharge", {"hadm_id": "hadm_id", "chartdate": "charttime", "text": "text"},
-                           required=False, long_rows=True),
+        "notes": TableSpec("note/discharge", {"hadm_id": "hadm_id", "charttime": "charttime", "text": "text"},
+                           required=False, long_rows=True,  # the table holds discharge summaries only
+                           derived={"category": "'Discharge summary'", "error": "false"}),
     },
 }
 
@@ -175,3 +182,37 @@ def csv_relation(f: RawFile, spec: TableSpec, name: str) -> str:
         f"quote='\"', escape='\"', store_rejects=true, rejects_table='rej_{name}', "
         f"rejects_scan='rejscan_{name}', buffer_size=33554432{long_rows}))"
     )
+
+
+class CsvSource:
+    """The adapter of a MIMIC-III (``mimic3``) or MIMIC-IV (``mimic4``) folder: its tables as the canonical
+    relations, each file located (and checked) when first needed; ``notes_dir``: the notes table's folder."""
+
+    def __init__(self, root: Path, source: str, notes_dir: Path | None = None):
+        self.root, self.name, self.notes_dir = root, source, notes_dir
+        self.specs = SPECS[source]
+        self.files: dict[str, RawFile | None] = {}
+
+    def file(self, name: str) -> RawFile | None:
+        if name not in self.files:
+            self.files[name] = locate(self.root, self.name, name, self.notes_dir)
+        return self.files[name]
+
+    @property
+    def has_race(self) -> bool:
+        return self.specs["admissions"].columns["race"] in self.file("admissions").header
+
+    def relation(self, name: str) -> str | None:
+        """Relation ``name`` (:data:`~medfuse.data.rules.RELATIONS`) over the file, read by :func:`csv_relation`."""
+        f, spec = self.file(name), self.specs[name]
+        if f is None or not f.has_rows:
+            return None
+        columns = ", ".join(f"{spec.derived[c]} AS {c}" if c in spec.derived else c if c in spec.columns
+                            else f"NULL::{t} AS {c}" for c, t in RELATIONS[name].items())
+        return f"(SELECT {columns} FROM {csv_relation(f, spec, name)})"
+
+    def create_split_of_patient(self, con) -> None:
+        """MIMIC has no split of its own."""
+
+    def summary(self) -> None:
+        """Nothing beyond the row accounts."""

@@ -1,46 +1,36 @@
 """The lab transforms that ``prepare`` and prediction share: one copy of the feature logic.
 
-``prepare`` runs them over raw LABEVENTS; :mod:`medfuse.serving.features` runs them over new patients'
-records with the model's frozen vocabulary. Each step is DuckDB SQL on one connection, over tables the
-caller creates first:
+``prepare`` runs them over the labevents relation of any source; :mod:`medfuse.serving.features` runs them
+over new patients' records with the model's frozen vocabulary. Each step is DuckDB SQL on one connection,
+over tables the caller creates first:
 
-``cohort``       ``row, hadm_id, subject_id, admittime, dischtime, win_start, win_end`` (see :func:`window_sql`)
-``lab_windows``  ``subject_id, lo, hi, hadm_id``: where a lab row without HADM_ID belongs (may be empty)
+``cohort``       ``row, hadm_id, subject_id, admittime, dischtime, win_start, win_end``
+                 (:func:`medfuse.data.rules.create_cohort`)
+``lab_windows``  ``subject_id, lo, hi, hadm_id``: where a lab row without HADM_ID belongs (may be empty;
+                 :func:`medfuse.data.rules.create_attachment_windows`)
 ``labitems``     ``itemid, label``: the tests that exist (D_LABITEMS, or the model's vocabulary)
 ``lab_units``    ``itemid, unit``: each test's reference unit (the most frequent one, or the vocabulary's)
 ``lab_tests``    ``rank, itemid, label, unit``: the tests that become features, in column order
 
-Steps, in order: :func:`create_attachment_windows` (where a raw source lacks HADM_ID),
-:func:`create_lab_observations` (typing, censored values, attachment, drop reasons),
-:func:`convert_units`, :func:`create_lab_aggregates`, then :func:`lab_wide_table` and :func:`create_lab_text`.
+Steps, in order: :func:`create_lab_observations` (typing, censored values, attachment, the drop reasons of
+:data:`medfuse.data.rules.LAB_DROP_RULES`), :func:`convert_units`, :func:`create_lab_aggregates`, then
+:func:`lab_wide_table` and :func:`create_lab_text`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 
 import numpy as np
 import pyarrow as pa
 
-LAB_DROP_RULES: tuple[tuple[str, str], ...] = (  # (reason, SQL condition), the first that holds applies
-    ("invalid_id", "a.subject_id IS NULL OR a.itemid IS NULL"),
-    ("missing_time", "a.t IS NULL"),
-    ("non_numeric_value", "a.num IS NULL"),
-    ("non_finite_value", "isinf(a.num) OR isnan(a.num)"),
-    ("unknown_test", "li.itemid IS NULL"),
-    ("outside_any_admission", "a.from_window AND a.hadm_id IS NULL"),
-    ("admission_not_in_cohort", "c.hadm_id IS NULL"),
-    ("outside_admission_window", "a.t < c.win_start OR a.t > c.dischtime"),
-    ("after_prediction_window", "a.t > c.win_end"),
-)
+from medfuse.data.rules import LAB_DROP_RULES, Run
+
 UNIT_NOT_CONVERTIBLE = len(LAB_DROP_RULES)  # the reason code :func:`convert_units` gives
 DROP_REASONS = (*(r for r, _ in LAB_DROP_RULES), "unit_not_convertible")
 REFERENCE_RANGES = ("ref_low", "ref_high")
 AGGREGATES = ("last", "mean", "min", "max")
-
-Run = Callable[..., object]  # run(sql, stage=None): execute one statement (prepare reports progress on it)
 
 
 def has_reference_ranges(source: str) -> bool:
@@ -49,36 +39,11 @@ def has_reference_ranges(source: str) -> bool:
     return source != "mimic3"
 
 
-def window_sql(hours_before: float, window_hours: float) -> tuple[str, str]:
-    """SQL for ``win_start`` and ``win_end`` over an admission ``a`` (``admittime``, ``dischtime``): labs
-    count from ``hours_before`` before admission to discharge, or to ``window_hours`` after admission."""
-    start = f"a.admittime - to_microseconds(CAST({float(hours_before)} * 3600e6 AS BIGINT))"
-    end = "a.dischtime"
-    if window_hours:
-        end = f"least(a.dischtime, a.admittime + to_microseconds(CAST({float(window_hours)} * 3600e6 AS BIGINT)))"
-    return start, end
-
-
-def create_attachment_windows(con) -> None:
-    """Table ``lab_windows``: disjoint time pieces per patient, each owned by the latest-admitted admission
-    of ``cohort`` whose lab window (``win_start`` to ``dischtime``, both included) covers it, so a lab row
-    without HADM_ID matches at most one admission."""
-    con.execute("""CREATE OR REPLACE TABLE lab_windows AS
-        WITH edges AS (
-          SELECT subject_id, win_start AS b FROM cohort
-          UNION SELECT subject_id, dischtime + INTERVAL 1 MICROSECOND FROM cohort),
-        pieces AS (SELECT subject_id, b AS lo, lead(b) OVER (PARTITION BY subject_id ORDER BY b) AS hi FROM edges)
-        SELECT p.subject_id, p.lo, p.hi, arg_max(c.hadm_id, c.admittime) AS hadm_id
-        FROM pieces p JOIN cohort c ON c.subject_id = p.subject_id AND c.win_start <= p.lo
-          AND c.dischtime + INTERVAL 1 MICROSECOND >= p.hi
-        GROUP BY p.subject_id, p.lo, p.hi""")
-
-
 def create_lab_observations(con, source: str, refs: bool, run: Run | None = None) -> None:
     """Table ``lab_obs``: every row of ``source`` typed, attached to an admission, with its drop reason.
 
-    ``source`` is a subquery with VARCHAR columns ``subject_id, hadm_id, itemid, charttime, value,
-    valuenum, unit, flag`` (and ``ref_low, ref_high`` with ``refs``). VALUENUM is cast first; only rows
+    ``source`` is the labevents relation (:data:`medfuse.data.rules.RELATIONS`; ``ref_low, ref_high`` are read
+    with ``refs`` only), as a subquery or table name. VALUENUM is cast first; only rows
     without one parse VALUE, and only those with < or > try the censored-value regex (``>100`` -> 100).
     """
     run = run or (lambda q, stage=None: con.execute(q))

@@ -260,10 +260,13 @@ def _summarise(rows: Sequence[dict], metric: str, name_key: str) -> list[tuple[s
 
 def _value_axis_limits(low: float, high: float, pad_fraction: float = 0.12) -> tuple[float, float]:
     """Axis limits for values (error bars included) from ``low`` to ``high``: the range, padded, where the
-    values lie further from 0 than the range is wide (so 0.780 and 0.785 stay apart); else from 0."""
+    values lie further from 0 than the range is wide (so 0.780 and 0.785 stay apart); else from 0 (from
+    below the values when some are negative)."""
     span = max(high - low, 0.02 * max(abs(high), abs(low)), 1e-3)
     left, right = low - pad_fraction * span, high + pad_fraction * span
-    return (left if left > 0 and low > span else min(0.0, left)), right
+    if low < 0:
+        return left, max(right, 0.0)
+    return (left if left > 0 and low > span else 0.0), right
 
 
 def comparison_chart_figure(rows: Sequence[dict], metric: str, name_key: str = "model",
@@ -278,6 +281,8 @@ def comparison_chart_figure(rows: Sequence[dict], metric: str, name_key: str = "
     ``comparison_chart_figure([{"name": ..., "mean": ..., "std": ...}], "macro-AUPRC")`` works as well as
     rows keyed by the metric.
     """
+    from matplotlib.transforms import blended_transform_factory
+
     summary = _summarise(rows, metric, name_key)
     groups: dict[str, str] = {}
     for row in rows:
@@ -305,11 +310,10 @@ def comparison_chart_figure(rows: Sequence[dict], metric: str, name_key: str = "
     ax.set_yticks(y, names, fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="x", alpha=0.3)
-    from matplotlib.transforms import blended_transform_factory
-
     beside = blended_transform_factory(ax.transAxes, ax.transData)
+    any_spread = any(lo) or any(hi)
     for yi, c, el, eh in zip(y, centres, lo, hi):
-        spread = f" ± {max(el, eh):.3f}" if el == eh and el > 0 else (f" [{c - el:.3f}, {c + eh:.3f}]" if el or eh else "")
+        spread = (f" ± {el:.3f}" if el == eh else f" [{c - el:.3f}, {c + eh:.3f}]") if any_spread else ""
         ax.text(1.01, yi, f"{c:.3f}{spread}", transform=beside, ha="left", va="center", fontsize=7.5,
                 fontweight="bold" if c == best else "normal")
     if left > 0:

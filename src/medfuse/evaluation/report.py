@@ -21,6 +21,7 @@ h1{margin-bottom:.2rem}h2{border-bottom:2px solid #e3e7ee;padding-bottom:.3rem;m
 th,td{border:1px solid #dfe3ea;padding:.3rem .6rem;text-align:right}th{background:#f3f5f9}
 td:first-child,th:first-child{text-align:left}tr.best td{background:#eef7ee;font-weight:600}
 table.nowrap{font-size:.85rem}table.nowrap td,table.nowrap th{white-space:nowrap;padding:.3rem .5rem}
+table.numbers td+td{white-space:nowrap}
 .cards{display:flex;gap:1rem;flex-wrap:wrap}.card{background:#f6f8fb;border-radius:8px;padding:.8rem 1.2rem;min-width:150px}
 .card b{display:block;font-size:1.6rem}img{max-width:100%;border:1px solid #e3e7ee;border-radius:6px}
 pre{background:#f6f8fb;padding:1rem;font-size:.8rem;border-radius:6px;box-sizing:border-box;max-width:100%;
@@ -50,7 +51,8 @@ def _fmt(v, digits: int = 3) -> str:
 
 def html_table(header: list[str], rows: list[list], classes: list[str] | None = None, cls: str = "") -> str:
     """A table (in a box that scrolls sideways where the page is too narrow for it); ``classes``: one CSS class
-    per row, ``cls``: the table's (``"nowrap"``: cells on one line, a little smaller)."""
+    per row, ``cls``: the table's (``"nowrap"``: cells on one line, a little smaller; ``"numbers"``: every cell
+    but the first of a row on one line)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         f"<tr class=\"{(classes or [''] * len(rows))[i]}\">" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>"
@@ -126,11 +128,11 @@ def headline_section(metrics: dict) -> str:
         f"<div class='cards'>{cards}</div>",
         "<h3>Operating points</h3>",
         html_table(["thresholds", "macro-F1 [95% CI]", "micro-F1 [95% CI]", "weighted-F1", "macro precision",
-                "macro recall", "Hamming accuracy", "exact match"], points),
+                "macro recall", "Hamming accuracy", "exact match"], points, cls="numbers"),
         (f"<p class='sub'>Threshold-free: Brier {_fmt(tuned['brier'])}, ECE {_fmt(tuned['ece'])}, macro-AUPRC "
          f"{_interval(boot.get('macro_auprc'))}, macro-AUROC {_interval(boot.get('macro_auroc'))}.</p>"),
         html_table(["label", "support", "prevalence", "F1", "precision", "recall", "AUROC", "AUPRC", "Brier", "ECE",
-                "threshold"], per_label),
+                "threshold"], per_label, cls="numbers"),
         subgroup_section(metrics)])
 
 
@@ -158,7 +160,7 @@ def subgroup_section(metrics: dict) -> str:
          f"Subgroups with fewer than {metrics['min_subgroup_patients']} patients or without a label having both positive and "
          f"negative admissions are reported as too small{missing}.</p>"),
         html_table(["subgroup", "admissions", "patients", "macro-F1 [95% CI]", "macro-AUPRC [95% CI]", "macro-F1 at 0.5"],
-               rows)])
+                   rows, cls="numbers")])
 
 
 def comparison_section(table: dict) -> str:

@@ -27,57 +27,20 @@ builds no cross-attention blocks: S_c = LN(C), the queries alone, never attendin
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Literal, get_args
+from dataclasses import dataclass
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from medfuse.config import FusionConfig, FusionKind
 from medfuse.fusion.club import CLUBEstimator, penalty
 
-Kind = Literal["medfuse", "concat", "tfn", "notes_only", "labs_only"]
-KINDS: tuple[str, ...] = get_args(Kind)
-
-
-@dataclass
-class FusionConfig:
-    kind: Kind = "medfuse"
-    d: int = 32  # common width of every token / pooled feature
-    heads: int = 4
-    layers: int = 1  # blocks per self-attention stack and in the cross-attention stack
-    note_tokens: int = 4  # k: the note vector becomes k tokens (Linear(d_a, k*d) reshaped)
-    dense_hidden: int = 128
-    dense_layers: int = 2  # residual blocks in the dense fusion head
-    dropout: float = 0.1
-    modality_dropout: float = 0.15  # train-time probability of hiding each modality (never both)
-    mi_weight: float = 0.1  # lambda on the vCLUB bound; 0 = the "no MI loss" ablation
-    mi_hidden: int = 64  # hidden width of the vCLUB mean / log-variance MLPs
-    mi_logvar_bound: float = 1.0  # logvar = bound * tanh(.)
-    mi_sample: bool = True  # sampled O(N) negatives (vCLUB-S) instead of all pairs
-    use_kronecker: bool = True  # False = the "no Kronecker term" ablation
-    skip_connections: bool = True  # False = the dense head sees only s_a, s_c, s_b (no LN(note), LN(lab_pooled))
-    mi_floor: bool = True  # False = the penalty is the raw vCLUB estimate, negative values included
-    use_cross_attention: bool = True  # False = the "no cross-attention" ablation: s_c from the queries C alone
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {self.kind!r}")
-        if self.d % self.heads:
-            raise ValueError(f"d ({self.d}) must be divisible by heads ({self.heads})")
-        if not 0.0 <= self.modality_dropout <= 0.5:
-            raise ValueError("modality_dropout must be in [0, 0.5] (a row never loses both modalities)")
-        if min(self.d, self.heads, self.layers, self.note_tokens, self.dense_hidden, self.mi_hidden) < 1:
-            raise ValueError("widths and layer counts must be positive")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> FusionConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+# The model's settings are the FusionConfig part of the ``[train]`` section (``TrainConfig.fusion``); their
+# defaults are the shipped default.toml's (docs/configuration.md).
+KINDS: tuple[str, ...] = get_args(FusionKind)
 
 
 @dataclass

@@ -21,18 +21,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from medfuse.config import shipped_defaults
 from medfuse.data.cohort import Cohort
 
 NOTE_SECTIONS = ("chief_complaint", "present_illness", "past_history", "admission_medications")
 FIELDS = (*NOTE_SECTIONS, "lab_text")
 
-DEFAULT_TEMPLATE = (
-    "Chief complaint: {chief_complaint}\n"
-    "History of present illness: {present_illness}\n"
-    "Past medical history: {past_history}\n"
-    "Medications on admission: {admission_medications}\n"
-    "{lab_text}"
-)
+DEFAULT_TEMPLATE: str = shipped_defaults("notes")["template"]  # [notes] template of the shipped default.toml
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Baselines, ablations and the lambda sweep on one split, several seeds, one table.
 
-Every neural model is trained by the same :func:`~medfuse.training.trainer.fit` with the same
+Every neural model is trained by the same :func:`~medfuse.training.fusion.fit` with the same
 budget, schedule and early-stopping rule (validation macro-AUPRC) and gets the same tuning: each
 combination of ``compare.grid`` is trained with the first seed and the best on validation macro-AUPRC
 is kept for every seed (MEDFuse's ablations and lambda sweep reuse MEDFuse's choice). The classical
@@ -171,7 +171,7 @@ def run_job(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray
 def _train(inputs: JobInputs, job: Job, report: ProgressFn) -> tuple[np.ndarray, float]:
     from medfuse.runs.baselines import lightgbm_labs, tfidf_logreg
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.trainer import fit, lab_encoder, load_net, predict
+    from medfuse.training.fusion import fit, lab_encoder, load_net, predict
 
     t0 = time.perf_counter()
     v, data = job.variant, inputs.data
@@ -296,8 +296,8 @@ def compare(cohort_path: str | Path, out: str | Path, cfg: MedfuseConfig, progre
     from medfuse.evaluation.metrics import compute_metrics, evaluate_predictions
     from medfuse.evaluation.thresholds import rule_from_config, tune_thresholds
     from medfuse.notes.text import build_texts
-    from medfuse.torch_utils import resolve_device
     from medfuse.runs.stages import run_inputs
+    from medfuse.torch_utils import resolve_device
     from medfuse.trainer import macro_auprc
 
     progress = progress or no_progress

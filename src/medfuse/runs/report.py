@@ -8,7 +8,6 @@ cohort's own tables (the inputs ``evaluate`` saw).
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import tempfile
@@ -26,6 +25,7 @@ from medfuse.evaluation.report import (
     headline_section,
     html_img,
     html_table,
+    lab_bars,
     page,
     versions_table,
 )
@@ -73,29 +73,6 @@ def _colour(score: float, scale: float, strongest: float = 0.55) -> str:
     return f"rgba({rgb},{alpha:.2f})"
 
 
-def lab_bars(items: list[dict], scale: float) -> str:
-    """Inline SVG: one signed bar per lab test (red = towards the label, blue = against), ``scale`` = full length."""
-    if not items:
-        return "<p class='sub'>No lab test measured.</p>"
-    width, half, row = 560, 130, 20
-    scale = scale or 1.0
-    parts = [(f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{row * len(items) + 6}' "
-              "font-size='12' font-family='system-ui,sans-serif' role='img' aria-label='lab test scores'>")]
-    axis = width - half - 70
-    for n, it in enumerate(items):
-        y, length = n * row + 3, half * abs(it["score"]) / scale
-        x = axis if it["score"] >= 0 else axis - length
-        label = str(it["label"]) if len(str(it["label"])) <= 24 else str(it["label"])[:23] + "…"
-        value = "" if it["value"] is None else f" {it['value']:g} {it['unit'] or ''}"
-        parts.append(f"<text x='{axis - half - 6}' y='{y + 13}' text-anchor='end'>"
-                     f"<title>{html.escape(str(it['label']))}</title>{html.escape(label + value)}</text>"
-                     f"<rect x='{x:.1f}' y='{y + 2}' width='{max(length, 0.5):.1f}' height='{row - 6}' "
-                     f"fill='{_colour(it['score'], abs(it['score']) or 1.0, 0.85)}'/>"
-                     f"<text x='{axis + half + 6}' y='{y + 13}'>{it['score']:+.3f}</text>")
-    parts.append(f"<line x1='{axis}' x2='{axis}' y1='0' y2='{row * len(items) + 6}' stroke='#5b6578'/></svg>")
-    return "".join(parts)
-
-
 def note_lines(items: list[dict], scale: float) -> str:
     """The note's lines in order, each on a background coloured by its score."""
     if not items:
@@ -137,7 +114,7 @@ def _bundle(run_dir: Path, tmp: str) -> Path:
     """``RUN/model`` when it is a bundle of this run's weights, else a fresh export into ``tmp``."""
     from medfuse.runs.export import export_bundle
     from medfuse.serving.bundle import BUNDLE_FILE, sha256_file
-    from medfuse.training.trainer import MODEL_FILE
+    from medfuse.training.fusion import MODEL_FILE
 
     own = RunFolder(run_dir).bundle
     if (own / BUNDLE_FILE).is_file():

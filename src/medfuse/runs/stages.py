@@ -86,7 +86,7 @@ def train_run(cohort_path: str | Path, run_dir: str | Path, cfg: MedfuseConfig, 
     """
     from medfuse.evaluation.thresholds import rule_from_config, tune_thresholds
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.trainer import fit, lab_encoder, load_net, predict
+    from medfuse.training.fusion import fit, lab_encoder, load_net, predict
 
     progress = progress or no_progress
     run = RunFolder(run_dir)
@@ -119,7 +119,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", n_resamples: int = 10
     from medfuse.evaluation.subgroups import cohort_subgroups
     from medfuse.evaluation.thresholds import rule_from_config
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.trainer import lab_encoder, load_net, predict, read_model_config
+    from medfuse.training.fusion import lab_encoder, load_net, predict, read_model_config
 
     progress = progress or no_progress
     run = RunFolder(run_dir)

@@ -1,8 +1,11 @@
-"""New patients' records -> an in-memory cohort, through the same transforms as ``prepare``.
+"""New patients' records -> an in-memory cohort, through the same rules and transforms as ``prepare``.
 
-Labs go through :mod:`medfuse.data.transform` (typing, censored values, time window, unit conversion,
-per-test aggregation, abnormal-lab text) with the model's frozen vocabulary in place of the tests
-``prepare`` selects; notes through :func:`medfuse.data.sections.extract_sections`. The result is a
+Records are a source like any other: :func:`record_relations` is their adapter, giving the canonical
+``admissions`` and ``labevents`` relations (:data:`medfuse.data.rules.RELATIONS`). The cohort and its lab
+windows are :func:`medfuse.data.rules.create_cohort`'s; labs go through :mod:`medfuse.data.transform`
+(typing, censored values, time window, unit conversion, per-test aggregation, abnormal-lab text) with the
+model's frozen vocabulary in place of the tests ``prepare`` selects; notes (discharge summaries already)
+through :func:`medfuse.data.sections.extract_sections`. The result is a
 :class:`~medfuse.data.cohort.Cohort` held in memory, which the training code then reads unchanged
 (note texts, lab values, normalisation with the frozen statistics).
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from medfuse.data import transform
+from medfuse.data import rules, transform
 from medfuse.data.cohort import Cohort
 from medfuse.data.sections import ALLOWED_SECTIONS, extract_sections
 from medfuse.serving.records import PatientRecord
@@ -70,10 +73,20 @@ def _time(t: dt.datetime | None) -> str | None:
     return None if t is None else naive(t).isoformat(sep=" ")
 
 
-def _lab_rows(records: list[PatientRecord], vocab: Vocabulary, warnings: list[list[str]]) -> pa.Table:
+def record_relations(records: list[PatientRecord], vocab: Vocabulary, warnings: list[list[str]]) -> dict[str, pa.Table]:
+    """The records adapter: ``admissions`` and ``labevents`` (:data:`~medfuse.data.rules.RELATIONS`) of the
+    records, record i as admission and subject i (no patients, no diagnoses). A lab's test is its itemid, or
+    its label looked up in the vocabulary (an unknown label is warned about in ``warnings[i]``); a lab
+    without time is taken at admission."""
+    ids = pa.array(np.arange(len(records)), pa.int64())
+    admissions = pa.table({
+        "subject_id": ids, "hadm_id": ids,
+        "admittime": pa.array([naive(r.admittime) for r in records], pa.timestamp("us")),
+        "dischtime": pa.array([naive(r.dischtime) for r in records], pa.timestamp("us")),
+        "race": pa.nulls(len(records), pa.string()),
+    })
     by_label = vocab.itemid_of()
-    cols: dict[str, list] = {k: [] for k in ("subject_id", "hadm_id", "itemid", "charttime", "value", "valuenum",
-                                             "unit", "flag", "ref_low", "ref_high")}
+    cols: dict[str, list] = {k: [] for k in rules.RELATIONS["labevents"]}
     for i, r in enumerate(records):
         unknown: Counter = Counter()
         for lab in r.labs:
@@ -96,7 +109,7 @@ def _lab_rows(records: list[PatientRecord], vocab: Vocabulary, warnings: list[li
             cols["ref_high"].append(_text(lab.ref_range_upper))
         if unknown:
             warnings[i].append("unknown test label(s): " + ", ".join(sorted(unknown)))
-    return pa.table({k: pa.array(v, pa.string()) for k, v in cols.items()})
+    return {"admissions": admissions, "labevents": pa.table({k: pa.array(v, pa.string()) for k, v in cols.items()})}
 
 
 def _sections(r: PatientRecord, warnings: list[str]) -> dict[str, str | None]:
@@ -145,24 +158,12 @@ def records_to_cohort(records: list[PatientRecord], vocab: Vocabulary, con=None)
     own = con is None
     con = vocabulary_connection(vocab) if own else con
     try:
-        admissions = pa.table({
-            "row": pa.array(np.arange(n), pa.int64()),
-            "admittime": pa.array([naive(r.admittime) for r in records], pa.timestamp("us")),
-            "dischtime": pa.array([naive(r.dischtime) for r in records], pa.timestamp("us")),
-        })
-        con.register("admissions_src", admissions)
-        win_start, win_end = transform.window_sql(vocab.hours_before_admission, vocab.window_hours)
-        # without an admission time no lab is outside the window; without a discharge the stay goes on
-        con.execute(f"""CREATE OR REPLACE TABLE cohort AS
-            WITH a AS (SELECT row, COALESCE(admittime, TIMESTAMP '0001-01-01') AS admittime,
-                         COALESCE(dischtime, TIMESTAMP '9999-12-31') AS dischtime, admittime IS NULL AS open
-                       FROM admissions_src)
-            SELECT a.row, a.row AS hadm_id, a.row AS subject_id, a.admittime, a.dischtime,
-              CASE WHEN a.open THEN a.admittime ELSE {win_start} END AS win_start,
-              CASE WHEN a.open THEN a.dischtime ELSE {win_end} END AS win_end FROM a""")
+        relations = record_relations(records, vocab, warnings)
+        con.register("record_admissions", relations["admissions"])
+        rules.create_cohort(con, "record_admissions", vocab.hours_before_admission, vocab.window_hours)
         refs = transform.has_reference_ranges(vocab.source)
         con.execute("DROP TABLE IF EXISTS unit_pairs")  # never one left by an earlier call that failed
-        con.register("record_labs", _lab_rows(records, vocab, warnings))
+        con.register("record_labs", relations["labevents"])
         transform.create_lab_observations(con, "record_labs", refs)
         transform.convert_units(con, refs)
         dropped = con.execute("""SELECT hadm_id, reason, count(*) FROM lab_obs WHERE reason IS NOT NULL
@@ -174,7 +175,7 @@ def records_to_cohort(records: list[PatientRecord], vocab: Vocabulary, con=None)
         transform.create_lab_text(con)
         lab_text = con.sql("SELECT hadm_id, text, n_abnormal FROM lab_text ORDER BY row").to_arrow_table()
         has_labs = set(con.execute("SELECT DISTINCT hadm_id FROM lab_agg").fetchnumpy()["hadm_id"].tolist())
-        con.unregister("admissions_src")
+        con.unregister("record_admissions")
         con.unregister("record_labs")
     finally:
         if own:

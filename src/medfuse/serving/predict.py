@@ -41,7 +41,7 @@ class Predictor:
         import torch
 
         from medfuse.labs import LabEmbedder
-        from medfuse.training.trainer import lab_encoder, load_net, load_note_standardisation
+        from medfuse.training.fusion import lab_encoder, load_net, load_note_standardisation
 
         self.path, self.bundle = path, bundle
         self.version: str = bundle["model_version"]
@@ -131,7 +131,7 @@ class Predictor:
 
     def probabilities(self, prepared: Prepared) -> np.ndarray:
         """``[N, labels]`` probabilities of a prepared batch."""
-        from medfuse.training.trainer import predict
+        from medfuse.training.fusion import predict
 
         return predict(self.net, prepared.data, np.arange(len(prepared.data.hadm_ids)), self.device)
 

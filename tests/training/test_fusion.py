@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from medfuse.config import TrainConfig
+from medfuse.training.fusion import CHECKPOINT_FILE, MODEL_FILE, fit, load_net, macro_auprc, predict
 from medfuse.training.inputs import FusionData
-from medfuse.training.trainer import CHECKPOINT_FILE, MODEL_FILE, fit, load_net, macro_auprc, predict
 
 
 def make_data(n: int = 400, seed: int = 0) -> FusionData:

@@ -1,4 +1,4 @@
-"""Train a fusion model (MEDFuse or a neural baseline) on :class:`FusionData`.
+"""Fusion training: MEDFuse or a neural baseline on :class:`FusionData`, as a task of the shared loop (:mod:`medfuse.trainer`).
 
 Two optimizers alternate on every batch, as in CLUB: the vCLUB estimator first takes a step on its
 log-likelihood of the (detached) shared feature, then the main model takes a step on
@@ -84,21 +84,13 @@ class EstimatorLoss(nn.Module):
         return self.loss(out)
 
 
-def fusion_config(cfg: TrainConfig):
-    """The fusion model's own config from the ``[train]`` section (same key names)."""
-    from medfuse.fusion import FusionConfig
-
-    names = {f.name for f in dataclasses.fields(FusionConfig)}
-    return FusionConfig(**{k: v for k, v in cfg.model_dump().items() if k in names})
-
-
 def build_net(cfg: TrainConfig, sizes: InputSizes, lab_encoder: nn.Module | None = None) -> FusionNet:
     """A fresh :class:`FusionNet` for inputs of ``sizes``, seeded by ``cfg.seed``."""
     from medfuse.fusion import build_model
 
     torch.manual_seed(cfg.seed)
     t, v = (sizes.n_tests, sizes.n_values) if cfg.lab_values else (0, 0)
-    fusion = build_model(fusion_config(cfg), d_note=sizes.d_note, d_lab=sizes.d_lab + v,
+    fusion = build_model(cfg.fusion, d_note=sizes.d_note, d_lab=sizes.d_lab + v,
                          n_lab_tokens=sizes.n_lab_tokens, n_labels=sizes.n_labels, d_lab_pooled=sizes.d_lab + t * v)
     return FusionNet(fusion, lab_encoder, cfg.lab_values)
 
