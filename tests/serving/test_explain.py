@@ -174,5 +174,5 @@ def test_report_section_shows_explained_test_patients(served):
     root, _ = served
     page = explained_section(root / "run", json.loads((root / "run" / "run.json").read_text()))
     assert page.startswith("<h2>Explained test patients</h2>")
-    assert page.count("<h3>Admission ") == 3 and page.count("<svg") >= 3
+    assert page.count("<h3>Admission ") == 3 and page.count("<table class='labbars'") >= 3
     assert "background:rgba(214,39,40," in page and "Not available" not in page
