@@ -22,7 +22,15 @@ def test_lab_value_channels_follow_the_given_key_order(mimic3_cohort):
     cohort = Cohort(mimic3_cohort)
     rare, common = cohort.lab_keys[-1], cohort.lab_keys[0]  # least / most often measured selected test
     keys = [rare, "lab_not_in_this_cohort", common]
-    v = lab_value_channels(labs_columns(cohort), cohort, keys)
+    stats = {k: i for i, k in enumerate(cohort.lab_keys)}
+    take = [stats.get(k, 0) for k in keys]
+
+    def normalize(x):  # the cohort's own statistics, per test of ``keys``
+        full = np.full((len(x), len(cohort.lab_keys)), np.nan)
+        return np.stack([cohort.normalize(np.where(np.arange(len(cohort.lab_keys)) == take[t], x[:, [t]], full))[:, take[t]]
+                         for t in range(len(keys))], axis=1)
+
+    v = lab_value_channels(labs_columns(cohort), len(cohort.hadm_ids), keys, set(cohort.lab_keys), normalize)
     assert v.shape == (len(cohort.hadm_ids), 3, 5) and v.dtype == np.float32
     for slot, key in ((0, rare), (2, common)):
         col = cohort.lab_keys.index(key)
@@ -73,7 +81,8 @@ def old_inputs(cohort: Cohort, labs_run, vectors, missing, batch_size):
                if "__" in c}
     return {"note": np.where(missing[:, None], 0.0, (vectors - mean) / std).astype(np.float32),
             "lab_x": np.nan_to_num(z, nan=0.0), "lab_observed": ~np.isnan(z), "lab_tokens": tokens,
-            "lab_pooled": pooled, "lab_values": lab_value_channels(columns, cohort, emb.keys),
+            "lab_pooled": pooled, "lab_values": lab_value_channels(columns, len(raw), emb.keys, set(cohort.lab_keys),
+                                                                 emb.normalize_tests),
             "note_mean": mean, "note_std": std}
 
 

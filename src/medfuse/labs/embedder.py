@@ -83,8 +83,16 @@ class LabEmbedder:
         return x
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
-        """Original units -> clipped robust z-scores (NaN stays NaN), as in ``Cohort.normalize``."""
-        return np.clip((x - self._median) / self._scale, -self._clip, self._clip)
+        """Original units -> clipped robust z-scores (NaN stays NaN), as in ``Cohort.normalize``; ``x`` [N, L]
+        in token order, or [..., T] one value per test of :attr:`keys` (:meth:`normalize_tests`)."""
+        width = x.shape[-1]
+        return np.clip((x - self._median[:width]) / self._scale[:width], -self._clip, self._clip)
+
+    def normalize_tests(self, x: np.ndarray) -> np.ndarray:
+        """``[..., T]`` original units, one value per test of :attr:`keys` (any aggregate) -> z-scores."""
+        if x.shape[-1] != len(self.keys):
+            raise ValueError(f"expected one value per test ({len(self.keys)}), got {x.shape[-1]}")
+        return self.normalize(x)
 
     def denormalize(self, z: np.ndarray) -> np.ndarray:
         return z * self._scale + self._median

@@ -214,15 +214,18 @@ class _Output:
 # --- assembly --------------------------------------------------------------------------------------------
 
 
-def lab_value_channels(columns: dict[str, np.ndarray], cohort: Cohort, keys: list[str]) -> np.ndarray:
-    """``[n, len(keys), 5]`` float32 from ``n`` rows of the cohort's ``labs`` table (``columns``: name -> values):
-    each test's normalised last, mean, min, max (0 where not measured) and a measured flag; tests of
-    ``keys`` that the cohort lacks are all zeros (never measured)."""
-    position = {k: i for i, k in enumerate(cohort.lab_keys)}
-    take = [position.get(k, -1) for k in keys]
-    z = np.stack([cohort.normalize(np.stack([columns[f"{k}__{a}"] for k in cohort.lab_keys], axis=1)).astype(np.float32)
-                  for a in LAB_AGGREGATES], axis=-1)  # [n, T_cohort, 4]
-    z = np.concatenate([z, np.full_like(z[:, :1], np.nan)], axis=1)[:, take]  # index -1: an all-NaN column
+def lab_value_channels(columns: dict[str, np.ndarray], n: int, keys: list[str], present: set[str],
+                       normalize: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``[n, len(keys), 5]`` float32 from ``n`` rows of a cohort's ``labs`` table (``columns``: name -> values):
+    per test of ``keys``, its normalised last, mean, min and max (0 where not measured; ``normalize`` maps
+    ``[n, len(keys)]`` original units to z-scores, e.g. :meth:`LabEmbedder.normalize_tests`) and a measured
+    flag; tests not in ``present`` (the cohort's) are all zeros (never measured)."""
+    raw = np.full((n, len(keys), len(LAB_AGGREGATES)), np.nan)
+    for t, key in enumerate(keys):
+        if key in present:
+            for a, agg in enumerate(LAB_AGGREGATES):
+                raw[:, t, a] = columns[f"{key}__{agg}"]
+    z = np.stack([normalize(raw[..., a]) for a in range(len(LAB_AGGREGATES))], axis=-1).astype(np.float32)
     measured = ~np.isnan(z[..., :1])
     return np.concatenate([np.nan_to_num(z, nan=0.0), measured], axis=-1).astype(np.float32)
 
@@ -271,7 +274,7 @@ def _assemble(cohort: Cohort, note_missing: np.ndarray, fill_note: Callable[[_Ou
               folder: Path | None, progress: ProgressFn) -> FusionData:
     """The one assembly path: note vectors (``fill_note`` copies them in, ``statistics`` gives the
     standardisation), then the labs a chunk of admissions at a time; arrays in ``folder`` or in memory."""
-    n, keys = len(cohort.hadm_ids), embedder.keys
+    n, keys, present = len(cohort.hadm_ids), embedder.keys, set(cohort.lab_keys)
     chunk = batch_size * max(1, CHUNK_ROWS // batch_size)  # whole MLTM batches: the same as one call
     d_lab, n_tok = embedder.d_model, len(embedder.token_names)
     outputs: dict[str, _Output] = {}
@@ -297,7 +300,7 @@ def _assemble(cohort: Cohort, note_missing: np.ndarray, fill_note: Callable[[_Ou
         observed.write(start, ~np.isnan(z))
         tokens.write(start, t)
         pooled.write(start, p)
-        values.write(start, lab_value_channels(columns, cohort, keys))
+        values.write(start, lab_value_channels(columns, len(raw), keys, present, embedder.normalize_tests))
         start += len(raw)
         progress("fusion inputs", 0.1 + 0.9 * start / max(n, 1), f"{start:,}/{n:,} admissions")
     arrays = {name: out.finish() for name, out in outputs.items()}
