@@ -98,6 +98,32 @@ def test_bundle_refuses_a_modified_file(served, tmp_path):
         Predictor.load(copy)
 
 
+def test_a_bundle_of_the_old_format_is_refused_by_its_version(served, tmp_path):
+    """Format v1 (medfuse 0.1) kept the note statistics beside the notes and no input sizes: refused, named."""
+    import json
+
+    from medfuse.serving.bundle import BundleError
+
+    root, _ = served
+    copy = tmp_path / "model"
+    shutil.copytree(root / "model", copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    (copy / "bundle.json").write_text(json.dumps({**meta, "format_version": 1, "medfuse_version": "0.1.0"}))
+    with pytest.raises(BundleError, match=r"medfuse-bundle format v1 \(medfuse 0.1.0\); this medfuse reads v2"):
+        Predictor.load(copy)
+
+
+def test_a_bundle_loads_from_its_own_files_alone(served):
+    """The fusion model describes its inputs: loading builds the network from model_config.json, no dummy record."""
+    import json
+
+    root, _ = served
+    config = json.loads((root / "model" / "fusion" / "model_config.json").read_text())
+    assert set(config) == {"train", "inputs"} and config["inputs"]["n_labels"] == len(Cohort(root / "cohort").label_names)
+    model = Predictor.load(root / "model")
+    assert model.net.fusion is not None and model._con is None  # no record went through the transforms
+
+
 def test_cohort_in_memory_reads_like_the_folder(served):
     root, _ = served
     disk = Cohort(root / "cohort")
