@@ -53,9 +53,9 @@ def synth(
     config: ConfigOpt = None,
 ) -> None:
     """Write a synthetic hospital in the exact file layout of MIMIC-III or MIMIC-IV, or as a MEDS dataset."""
-    from medfuse.data.meds_write import generate_meds
     from medfuse.data.raw import InputError
     from medfuse.data.synth import generate
+    from medfuse.data.synth.meds import generate_meds
     from medfuse.progress import stage_progress
 
     cfg = _config(config, synth={"format": format, "admissions": admissions, "seed": seed}).synth

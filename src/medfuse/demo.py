@@ -45,8 +45,8 @@ def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None
 def synthetic(out: Path, fmt: str, admissions: int, seed: int, note_fraction: float,
               progress: ProgressFn | None = None) -> dict:
     """The synthetic hospital in ``fmt``: the MIMIC-III or MIMIC-IV layout, or (``meds``) a MEDS dataset."""
-    from medfuse.data.meds_write import generate_meds
     from medfuse.data.synth import generate
+    from medfuse.data.synth.meds import generate_meds
 
     if fmt == "meds":
         return generate_meds(out, admissions, seed=seed, note_fraction=note_fraction, progress=progress)

@@ -23,10 +23,9 @@ from medfuse.cli import app
 from medfuse.config import ConfigError, load_config
 from medfuse.data import meds as meds_reader
 from medfuse.data.meds import NON_INTEGER_TEST_BASE, lab_itemids, surrogate_itemid
-from medfuse.data.meds_write import DATA_SCHEMA, generate_meds, mimic4_to_meds
 from medfuse.data.prepare import prepare_cohort
 from medfuse.data.raw import InputError
-from medfuse.data.synth import generate
+from medfuse.data.synth.meds import DATA_SCHEMA, mimic4_to_meds
 
 TABLES = ("admissions", "labels", "splits", "lab_tests", "lab_text", "notes")
 
@@ -54,18 +53,6 @@ def assert_same_cohort(a, b) -> float:
             assert x[name].equals(y[name]), name
     assert largest <= 1e-6
     return largest
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    """The synthetic hospital (300 admissions, seed 0) as MIMIC-IV CSVs and as MEDS, with their cohorts."""
-    root = tmp_path_factory.mktemp("meds")
-    generate(root / "mimic4", "mimic4", 300, seed=0)
-    summary = generate_meds(root / "meds", 300, seed=0)
-    csv = prepare_cohort(root / "mimic4", root / "csv_cohort",
-                         load_config(overrides={"prepare": {"source": "mimic4"}}).prepare)
-    med = prepare_meds(root / "meds", root / "meds_cohort")
-    return root, summary, csv, med
 
 
 def test_synth_meds_gives_the_csv_cohort(synth):

@@ -205,9 +205,9 @@ def test_diagnoses_have_titles_and_seq_order(mimic3, mimic4):
 
 
 def test_unrelated_codes_encode_no_disease():
-    from medfuse.data.synth import _OTHER_CODES
+    from medfuse.data.synth.diagnoses import OTHER_CODES
 
-    for icd9, icd10, _ in _OTHER_CODES:
+    for icd9, icd10, _ in OTHER_CODES:
         for d in load_diseases():
             assert not icd9.startswith(d.icd9) and not icd10.startswith(d.icd10), (icd9, icd10, d.name)
 

@@ -21,7 +21,7 @@ from sklearn.metrics import average_precision_score, f1_score
 from typer.testing import CliRunner
 
 from medfuse.cli import app
-from medfuse.data.meds_write import generate_meds
+from medfuse.data.synth.meds import generate_meds
 from medfuse.evaluation.metrics import compute_metrics
 from medfuse.serving.batch import predict_file
 from medfuse.serving.predict import Predictor

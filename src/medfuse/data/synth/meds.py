@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from medfuse import __version__
 from medfuse.atomic import atomic_folder
 from medfuse.data.raw import InputError, RawFile, TableSpec, csv_relation, find_file, locate
+from medfuse.data.synth import generate
 from medfuse.progress import ProgressFn, no_progress
 
 SPLITS = (("train", 0.8), ("tuning", 0.1), ("held_out", 0.1))
@@ -249,7 +250,7 @@ def mimic4_to_meds(
         import meds
 
         (work / "metadata" / "dataset.json").write_text(json.dumps({
-            "dataset_name": dataset_name, "dataset_version": "", "etl_name": "medfuse.data.meds_write.mimic4_to_meds",
+            "dataset_name": dataset_name, "dataset_version": "", "etl_name": "medfuse.data.synth.meds.mimic4_to_meds",
             "etl_version": __version__, "meds_version": meds.__version__,
             "created_at": dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
         }, indent=2))
@@ -261,8 +262,6 @@ def generate_meds(out: str | Path, admissions: int, seed: int = 0, note_fraction
                   progress: ProgressFn | None = None) -> dict:
     """``medfuse synth --format meds``: the synthetic hospital of :func:`medfuse.data.synth.generate` (mimic4
     layout, same seed) as a MEDS dataset in ``out`` (replaced when it is a MEDS folder already)."""
-    from medfuse.data.synth import generate
-
     out = Path(out)
     _check_out(out, overwrite=True)
     out.parent.mkdir(parents=True, exist_ok=True)
