@@ -115,8 +115,8 @@ def scores(y: np.ndarray, p: np.ndarray) -> dict:
 def notes_mlp(cohort_dir: Path, labs: Path, notes: Path, cfg: MedfuseConfig, split: str, out: Path) -> dict:
     """compare's "Note embedding + MLP (notes)" row: kind notes_only, demo settings, seeds 0-2."""
     from medfuse.torch_utils import resolve_device
-    from medfuse.training.inputs import load_fusion_data
     from medfuse.training.fusion import fit, load_net, predict
+    from medfuse.training.inputs import load_fusion_data
 
     data = load_fusion_data(cohort_dir, labs, notes)
     rows = data.rows(split)

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from service_helpers import TOKEN, FakePredictor, ServiceProcess, in_process, record
 
+from medfuse import __version__
 from medfuse.config import ServeConfig
 from medfuse.serving.service import RedactExceptions, bind_error, create_app
 
@@ -62,7 +63,7 @@ def test_health_and_readiness_answer_without_a_token(server):
         assert c.get("/healthz").json() == {"status": "ok"}
         ready = c.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
-    assert ready.json()["model_version"].startswith("0.1.0+")
+    assert ready.json()["model_version"].startswith(f"{__version__}+")
 
 
 def test_model_card(client):

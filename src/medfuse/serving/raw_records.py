@@ -4,9 +4,9 @@ Each admission becomes one record with its lab rows as they are in LABEVENTS (st
 discharge notes as raw text; nothing is cleaned here, so the records go through exactly the transforms
 that ``prepare`` applies. Every source is read through its adapter's canonical relations and
 ``prepare``'s rules (:mod:`medfuse.data.rules`): the admission rules that need neither patients nor
-diagnoses, the attachment of lab rows without HADM_ID, the discharge summaries and the labels. :class:`RawRecords`
-reads the records in chunks, with each admission's subject, times and, given the label definitions, its
-known labels (``predict --format meds``).
+diagnoses, the attachment of lab rows without HADM_ID, the discharge summaries and the labels.
+:class:`RawRecords` reads the records in chunks, with each admission's subject, times and, given the label
+definitions, its known labels (``predict --format meds``).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ class RawRecords:
 
     ``hadm_ids`` picks admissions (every admission of their patients still claims its lab window, as in
     ``prepare``'s cohort); ``limit`` keeps the first ones in (subject, admission time) order. ``skipped`` lists
-    ``(hadm_id, reason)`` of the admissions that cannot become a record (:data:`~medfuse.data.rules.
-    ADMISSION_RULES` but ``unknown_patient``). With
-    ``diseases``, each chunk carries the labels the admission's diagnoses give (``prepare``'s rule).
+    ``(hadm_id, reason)`` of the admissions that cannot become a record (the admission rules of
+    :mod:`medfuse.data.rules` but ``unknown_patient`` and ``no_diagnoses``). With ``diseases``, each chunk
+    carries the labels the admission's diagnoses give (``prepare``'s rule).
     Raises :class:`~medfuse.data.raw.InputError` for an input that cannot be read at all.
     """
 
