@@ -81,28 +81,11 @@ def _corpus() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory):
-    """A 2-layer BERT with a WordPiece tokenizer trained by ``tokenizers``; limit 64 tokens."""
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    """A 2-layer BERT with a written-out WordPiece vocabulary (the words of the test sentences); limit 64 tokens."""
+    from tiny_config import write_tiny_bert
 
-    path = tmp_path_factory.mktemp("tiny_bert")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(_corpus(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
-    fast.save_pretrained(path)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64, pad_token_id=tok.token_to_id("[PAD]"))
-    BertModel(cfg).save_pretrained(path)
-    return path
+    words = " ".join(SENTENCES).replace(",", " ").replace(":", " ").replace("(", " ").replace(")", " ").split()
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), words)
 
 
 @pytest.fixture(scope="session")

@@ -22,9 +22,9 @@ import torch
 import torch.multiprocessing as mp
 from torch.multiprocessing.spawn import ProcessException
 from torch.optim.optimizer import register_optimizer_step_pre_hook
-from training.test_trainer import make_data
 
 from medfuse.config import LabsConfig, TrainConfig, load_config
+from training.test_fusion import make_data
 
 WORLD = 2
 GRAD_STEPS = 3  # first optimizer steps compared

@@ -280,7 +280,7 @@ def test_embed_cohort_without_any_text(cohort_dir, tiny_bert, tmp_path):
 def test_embed_cohort_error_leaves_no_file(cohort_dir, tiny_bert, tmp_path, monkeypatch):
     """A failure after the first chunk was written leaves neither a partial file nor its temporary."""
     from medfuse.config import NotesConfig
-    from medfuse.notes import pipeline
+    from medfuse.notes import embeddings as pipeline
 
     calls = []
 

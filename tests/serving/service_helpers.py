@@ -21,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from medfuse import __version__
+
 TOKEN = "test-token-5f2a9c"
 LABELS = ["chf", "pneumonia", "aki"]
 
@@ -40,7 +42,7 @@ class FakePredictor:
     an error whose message quotes that id.
     """
 
-    version = "0.1.0+fake0000abcd"
+    version = f"{__version__}+fake0000abcd"
     label_names = LABELS
 
     def __init__(self, delay: float = 0.0, gate: threading.Event | None = None):

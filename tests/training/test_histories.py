@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tiny_config import write_tiny_bert
+
 BASELINE = Path(__file__).with_name("histories_baseline.json")
 DROP = {"seconds", "summary"}
 WORDS = """patient with congestive heart failure and shortness of breath edema legs elevated bnp reduced ejection
@@ -34,30 +36,7 @@ def _clean(value):
 
 @pytest.fixture()
 def fixed_bert(tmp_path):
-    """A 2-layer BERT whose WordPiece vocabulary is written out, not trained (``tokenizers``' trainer breaks ties
-    differently from run to run)."""
-    import string
-
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    words = sorted(set(WORDS.split()))
-    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars), *words]
-    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(dict.fromkeys(vocab))}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
-    path = tmp_path / "bert"
-    fast.save_pretrained(path)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64, pad_token_id=0)
-    BertModel(cfg).save_pretrained(path)
-    return path
+    return write_tiny_bert(tmp_path / "bert", WORDS.split())
 
 
 def histories(tmp: Path, tiny_bert: Path) -> dict:
