@@ -210,6 +210,7 @@ def pretrain_labs(
     seed: Annotated[int | None, typer.Option(help="Seed of initialisation, shuffling and masking.")] = None,
     mask_ratio: Annotated[float | None, typer.Option(
         help="Share of observed values hidden per step (0.75 for the embedder; 0.3 imputes better).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from OUT/checkpoint.safetensors.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Pre-train the masked lab-test model (MLTM), the lab embedder and imputer, on the training split."""
@@ -234,7 +235,7 @@ def pretrain_labs(
             bar.update(task, description=stage, completed=fraction, metrics=info)
 
         try:
-            result = pretrain(data, out, cfg, progress=progress)
+            result = pretrain(data, out, cfg, progress=progress, resume=resume)
         except ValueError as e:
             _fail(str(e))
         main = distributed.is_main()

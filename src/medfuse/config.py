@@ -43,6 +43,18 @@ def shipped_defaults(*table: str) -> dict[str, Any]:
     return copy.deepcopy(data)
 
 
+def heads_divide(width: str):
+    """A validator of ``heads``: the attention width ``width`` (a field declared before it) must divide by it."""
+
+    def check(cls, v: int, info) -> int:
+        d = info.data.get(width)
+        if d is not None and d % v:
+            raise ValueError(f"{width} ({d}) must be divisible by heads ({v})")
+        return v
+
+    return field_validator("heads")(check)
+
+
 class _Section(BaseModel):
     """A configuration section: its keys' defaults are the shipped default.toml's table ``toml_table``."""
 
@@ -163,13 +175,7 @@ class LabsConfig(_Section):
     seed: int
     device: str
 
-    @field_validator("heads")
-    @classmethod
-    def _heads_divide_width(cls, v: int, info) -> int:
-        d = info.data.get("d_model")
-        if d is not None and d % v:
-            raise ValueError(f"d_model ({d}) must be divisible by heads ({v})")
-        return v
+    _heads_divide_width = heads_divide("d_model")
 
 
 class NotesConfig(_Section):
@@ -247,13 +253,7 @@ class FusionConfig(_Section):
     mi_floor: bool
     use_cross_attention: bool
 
-    @field_validator("heads")
-    @classmethod
-    def _heads_divide_width(cls, v: int, info) -> int:
-        d = info.data.get("d")
-        if d is not None and d % v:
-            raise ValueError(f"d ({d}) must be divisible by heads ({v})")
-        return v
+    _heads_divide_width = heads_divide("d")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FusionConfig:
