@@ -291,11 +291,14 @@ def evaluate(
     """Write RUN/metrics_<split>.json (with bootstrap 95% intervals) and RUN/predictions_<split>.parquet."""
     from medfuse.console import print_metrics
     from medfuse.progress import stage_progress
+    from medfuse.runs.layout import RunFolder
     from medfuse.runs.stages import evaluate_run
 
     cfg = _config(config, evaluate={"n_resamples": n_resamples})
-    if not (run / "model.safetensors").exists():
-        _fail(f"{run}: not a trained run (no model.safetensors); run `medfuse train` first")
+    try:
+        RunFolder(run).info()
+    except FileNotFoundError as e:
+        _fail(str(e))
     with stage_progress() as progress:
         metrics = evaluate_run(run, split, cfg.evaluate.n_resamples, progress=progress)
     print_metrics(metrics)
