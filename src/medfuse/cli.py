@@ -389,7 +389,7 @@ def predict(
     input: Annotated[Path, typer.Option(
         "--input", "-i", help="patients.jsonl, patients.parquet, a cohort folder or a MEDS dataset.")],
     out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Predictions Parquet file to write (a folder with --format meds).")],
+        "--out", "-o", help="Predictions file to write, .parquet or .csv (a folder with --format meds).")],
     format: Annotated[str, typer.Option(
         "--format", "-f", help="parquet, or meds: one MEDS-Evaluation prediction file per label (MEDS input; "
         "docs/meds.md).")] = "parquet",
@@ -401,14 +401,19 @@ def predict(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     config: ConfigOpt = None,
 ) -> None:
-    """Predict new patients (docs/predict.md): one output row per record; unreadable records go to errors.jsonl."""
+    """Predict new patients (docs/predict.md): one output row per record; unreadable records go to errors.jsonl.
+
+    Exit code 0: every record predicted; 3: predictions written, but some records were refused (errors.jsonl);
+    2: nothing written (bad input, model or option)."""
     from medfuse.console import print_mapping
     from medfuse.progress import stage_progress
     from medfuse.serving.batch import predict_file
     from medfuse.serving.bundle import BundleError
     from medfuse.serving.predict import Predictor
+    from medfuse.torch_utils import available_device
 
     try:
+        available_device(device)
         predictor = Predictor.load(model, device=device, cache_dir=cache_dir if cache else False)
         meds = _config(config).prepare.meds if config else predictor.meds_config()
         with stage_progress() as progress:
@@ -421,6 +426,8 @@ def predict(
         "unreadable (errors.jsonl)": f"{s.errors:,}" + (f" -> {s.errors_file}" if s.errors_file else ""),
         "positive decisions": ", ".join(f"{k} {v:,}" for k, v in s.positives.items()),
         "seconds": f"{s.seconds:.1f}", "records / s": f"{s.per_second:.1f}"})
+    if s.errors:  # exit code 3: predictions written, but some records were refused (docs/predict.md)
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -430,20 +437,27 @@ def records(
     out: Annotated[Path, typer.Option("--out", "-o", help="patients.jsonl to write.")],
     source: Annotated[str, typer.Option("--source", "-s", help="mimic3, mimic4 or meds.")] = "mimic3",
     limit: Annotated[int | None, typer.Option(help="At most this many admissions.")] = None,
+    notes_dir: Annotated[Path | None, typer.Option(
+        help="The notes' own folder (MIMIC-IV-Note is downloaded apart from MIMIC-IV), as for `prepare`.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Turn raw MIMIC-style files or a MEDS dataset into patient records (JSON Lines) for `predict` and the service."""
     import json
 
     from medfuse.data.raw import InputError
-    from medfuse.serving.raw_records import records_from_raw
+    from medfuse.serving.raw_records import has_notes, records_from_raw
 
     if source not in ("mimic3", "mimic4", "meds"):
         _fail(f"--source {source!r}: expected mimic3, mimic4 or meds")
+    meds = _config(config).prepare.meds
     try:
-        rows = records_from_raw(raw, source, limit=limit, meds=_config(config).prepare.meds)
+        rows = records_from_raw(raw, source, limit=limit, meds=meds, notes_dir=notes_dir)
+        notes_found = has_notes(raw, source, notes_dir, meds)
     except InputError as e:
         _fail(str(e))
+    if not notes_found:
+        hint = " (MIMIC-IV-Note ships apart: pass its folder with --notes-dir)" if source == "mimic4" else ""
+        typer.echo(f"warning: no notes table in {notes_dir or raw}: the records carry labs only{hint}", err=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
     typer.echo(f"{len(rows):,} records in {out}")
@@ -490,6 +504,12 @@ def serve(
         _fail(problem)
     if not bundle.is_dir():
         _fail(f"{bundle}: not a model bundle folder; run `medfuse export` first")
+    from medfuse.torch_utils import available_device
+
+    try:
+        available_device(cfg.device)
+    except ValueError as e:
+        _fail(f"[serve] {e}")
     raise typer.Exit(run_service(bundle, cfg, token))
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from medfuse.cli import app
@@ -202,3 +203,55 @@ def test_cli_export_info_predict_records(served, tmp_path):
                                  str(tmp_path / "x.parquet")])
     assert result.exit_code == 2 and "not a medfuse model bundle" in result.output
     assert not (tmp_path / "x.parquet").exists()
+    # CSV by suffix, with the Parquet file's rows and columns; another suffix is refused before anything is read
+    result = runner.invoke(app, ["predict", str(tmp_path / "m"), "--input", str(tmp_path / "p.jsonl"), "--out",
+                                 str(tmp_path / "pred.csv"), "--cache-dir", str(root / "cache")])
+    assert result.exit_code == 0, result.output
+    import pyarrow.csv as pacsv
+
+    csv, parquet = pacsv.read_csv(tmp_path / "pred.csv"), pq.read_table(tmp_path / "pred.parquet")
+    assert csv.column_names == parquet.column_names and csv.num_rows == 3
+    np.testing.assert_allclose(csv.column(2).to_numpy(), parquet.column(2).to_numpy(), rtol=1e-6)
+    result = runner.invoke(app, ["predict", str(tmp_path / "m"), "--input", str(tmp_path / "p.jsonl"), "--out",
+                                 str(tmp_path / "pred.xlsx")])
+    assert result.exit_code == 2 and "name the output .parquet or .csv" in result.output
+    assert not list(tmp_path.glob("*pred.xlsx*"))
+    # a refused record: the others are predicted, errors.jsonl lists it, and the exit code says so
+    lines = (tmp_path / "p.jsonl").read_text().splitlines()
+    (tmp_path / "q.jsonl").write_text("\n".join([*lines, '{"admittime": "2150-01-01"}']) + "\n")
+    result = runner.invoke(app, ["predict", str(tmp_path / "m"), "--input", str(tmp_path / "q.jsonl"), "--out",
+                                 str(tmp_path / "q.parquet"), "--cache-dir", str(root / "cache")])
+    assert result.exit_code == 3, result.output
+    assert pq.read_table(tmp_path / "q.parquet").num_rows == 3 and (tmp_path / "errors.jsonl").is_file()
+    # a device this machine lacks: one line, no traceback, nothing written
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, ["predict", str(tmp_path / "m"), "--input", str(tmp_path / "p.jsonl"),
+                                     "--out", str(tmp_path / "gpu.parquet"), "--device", "cuda"])
+        assert result.exit_code == 2 and "CUDA is not available" in result.output
+        assert "Traceback" not in result.output and not (tmp_path / "gpu.parquet").exists()
+
+
+def test_records_read_notes_kept_in_their_own_folder(served, tmp_path):
+    """MIMIC-IV-Note ships apart from MIMIC-IV: `records --notes-dir` reads it as `prepare` does; without it the
+    records carry labs only and the command says so."""
+    import shutil
+
+    root, _ = served
+    raw, notes = tmp_path / "mimic-iv", tmp_path / "mimic-iv-note"
+    shutil.copytree(root / "raw", raw)
+    notes.mkdir()
+    (raw / "note").rename(notes / "note")
+    runner = CliRunner()
+    whole = runner.invoke(app, ["records", str(root / "raw"), "--source", "mimic4", "--limit", "20",
+                                "--out", str(tmp_path / "whole.jsonl")])
+    apart = runner.invoke(app, ["records", str(raw), "--source", "mimic4", "--limit", "20", "--notes-dir", str(notes),
+                                "--out", str(tmp_path / "apart.jsonl")])
+    alone = runner.invoke(app, ["records", str(raw), "--source", "mimic4", "--limit", "20",
+                                "--out", str(tmp_path / "alone.jsonl")])
+    assert whole.exit_code == apart.exit_code == alone.exit_code == 0, (whole.output, apart.output, alone.output)
+    read = {name: [json.loads(x) for x in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("whole", "apart", "alone")}
+    assert read["apart"] == read["whole"] and sum("note" in r for r in read["whole"]) > 10
+    assert not any("note" in r for r in read["alone"])
+    assert "no notes table" in alone.output and "--notes-dir" in alone.output
+    assert "no notes table" not in apart.output

@@ -125,25 +125,47 @@ def _result_table(results: list[dict], labels: list[str], truth: np.ndarray | No
     return pa.table(cols)
 
 
-class _ParquetOutput:
-    """One Parquet file of results (``errors.jsonl`` beside it), written under temporary names."""
+OUTPUT_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}  # the files predict writes
+
+
+class _FileOutput:
+    """One file of results, Parquet or CSV by its suffix (``errors.jsonl`` beside it), written under temporary
+    names. In CSV a record's warnings are one ``"; "``-joined text and explanations JSON text."""
 
     def __init__(self, out: Path, labels: list[str], explain: bool):
+        self.kind = OUTPUT_SUFFIXES.get(out.suffix.lower())
+        if self.kind is None:
+            raise ValueError(f"{out}: cannot write {out.suffix or 'a file without a suffix'}; name the output "
+                             ".parquet or .csv")
         out.parent.mkdir(parents=True, exist_ok=True)
         self.out, self.labels, self.explain, self.writer = out, labels, explain, None
         self.tmp = out.with_name(f".{out.name}.tmp")
         self.errors_path = out.parent / ERRORS_FILE
         self.errors_tmp = self.errors_path.with_name(f".{ERRORS_FILE}.tmp")
 
-    def write(self, results: list[dict], truth: np.ndarray | None, _chunk) -> None:
+    def _table(self, results: list[dict], truth: np.ndarray | None) -> pa.Table:
         table = _result_table(results, self.labels, truth, self.explain)
+        if self.kind == "csv":
+            at = table.schema.get_field_index("warnings")
+            joined = pa.array(["; ".join(w) for w in table.column(at).to_pylist()], pa.string())
+            table = table.set_column(at, "warnings", joined)
+        return table
+
+    def _open(self, schema: pa.Schema) -> None:
+        import pyarrow.csv as pacsv
+
+        self.writer = (pq.ParquetWriter(self.tmp, schema, compression="zstd") if self.kind == "parquet"
+                       else pacsv.CSVWriter(str(self.tmp), schema))
+
+    def write(self, results: list[dict], truth: np.ndarray | None, _chunk) -> None:
+        table = self._table(results, truth)
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
+            self._open(table.schema)
         self.writer.write_table(table)
 
     def commit(self, with_errors: bool) -> None:
-        if self.writer is None:  # nothing readable: an empty file with the full schema
-            self.writer = pq.ParquetWriter(self.tmp, _result_table([], self.labels, None, self.explain).schema)
+        if self.writer is None:  # nothing readable: an empty file with the full schema (the header in CSV)
+            self._open(self._table([], None).schema)
         self.writer.close()
         self.writer = None
         os.replace(self.tmp, self.out)
@@ -167,7 +189,7 @@ def predict_file(predictor, source: str | Path, out: str | Path, explain: bool =
 
     ``source``: ``.jsonl``, ``.parquet``, a cohort folder or a MEDS dataset (read with ``meds``, a
     :class:`~medfuse.config.MedsConfig`; default ``[prepare.meds]``). ``format``: ``parquet`` (``out`` is one
-    file, ``errors.jsonl`` beside it) or ``meds`` (``out`` is a folder of MEDS-Evaluation prediction files, one
+    ``.parquet`` or ``.csv`` file, ``errors.jsonl`` beside it) or ``meds`` (``out`` is a folder of MEDS-Evaluation prediction files, one
     per label, and its ``errors.jsonl``; MEDS input only, :mod:`medfuse.serving.meds_out`). ``predictor`` is a
     loaded :class:`~medfuse.serving.predict.Predictor`. ``split`` picks one split of a cohort folder. Known
     labels (a cohort's, or those a MEDS admission's diagnoses give) are written as ``<label>__true``.
@@ -188,7 +210,7 @@ def predict_file(predictor, source: str | Path, out: str | Path, explain: bool =
             raise ValueError("--explain needs the Parquet output: MEDS prediction files have no column for explanations")
         sink = MedsPredictions(out, predictor.label_names, predictor.vocab.window_hours)
     else:
-        sink = _ParquetOutput(out, predictor.label_names, explain)
+        sink = _FileOutput(out, predictor.label_names, explain)
     summary = BatchSummary(positives=dict.fromkeys(predictor.label_names, 0))
     t0 = time.perf_counter()
     try:

@@ -49,13 +49,13 @@ class RawRecords:
 
     def __init__(self, raw: str | Path, source: str, hadm_ids: list[int] | None = None,
                  hours_before_admission: float = 24.0, limit: int | None = None, meds=None,
-                 diseases: list[Disease] | None = None):
+                 diseases: list[Disease] | None = None, notes_dir: str | Path | None = None):
         import duckdb
 
         self.raw, self.source, self.diseases = Path(raw), source, diseases
         self.con = duckdb.connect()
         try:
-            self.adapter = rules.open_adapter(self.raw, source, self.con, meds=meds)
+            self.adapter = rules.open_adapter(self.raw, source, self.con, notes_dir=notes_dir, meds=meds)
             self._select(hadm_ids, hours_before_admission, limit)
         except BaseException:
             self.con.close()
@@ -157,10 +157,20 @@ class RawRecords:
 
 
 def records_from_raw(raw: str | Path, source: str, hadm_ids: list[int] | None = None,
-                     hours_before_admission: float = 24.0, limit: int | None = None, meds=None) -> list[dict]:
-    """One record dict per admission of ``raw`` (or of ``hadm_ids``), in admission order (:class:`RawRecords`)."""
-    with RawRecords(raw, source, hadm_ids, hours_before_admission, limit, meds) as r:
+                     hours_before_admission: float = 24.0, limit: int | None = None, meds=None,
+                     notes_dir: str | Path | None = None) -> list[dict]:
+    """One record dict per admission of ``raw`` (or of ``hadm_ids``), in admission order (:class:`RawRecords`);
+    ``notes_dir``: the notes' own folder (MIMIC-IV-Note ships apart from MIMIC-IV)."""
+    with RawRecords(raw, source, hadm_ids, hours_before_admission, limit, meds, notes_dir=notes_dir) as r:
         return [record for chunk in r.chunks() for record in chunk.records]
+
+
+def has_notes(raw: str | Path, source: str, notes_dir: str | Path | None = None, meds=None) -> bool:
+    """Whether ``raw`` (or ``notes_dir``) holds a notes table the records can take their notes from."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        return rules.open_adapter(Path(raw), source, con, notes_dir=notes_dir, meds=meds).file("notes") is not None
 
 
 def _is_number(v) -> bool:
