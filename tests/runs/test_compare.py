@@ -7,7 +7,13 @@ import json
 import pytest
 
 from medfuse.config import ConfigError, load_config
-from medfuse.evaluation.comparison import HEADLINE, best_baseline, comparison_markdown, delta_text, settings_text
+from medfuse.evaluation.comparison import (
+    HEADLINE,
+    best_baseline,
+    comparison_markdown,
+    delta_text,
+    settings_text,
+)
 from medfuse.runs.compare import (
     PREDICTIONS_FILE,
     compare,

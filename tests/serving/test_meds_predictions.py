@@ -128,7 +128,7 @@ def test_cli_meds_input_errors_and_atomic_output(predicted, tmp_path):
     args = ["predict", str(root / "model"), "--input", str(meds_dir), "--format", "meds", "--out", str(out),
             "--cache-dir", str(root / "cache")]
     result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # written, one admission refused
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
     assert errors == [{"hadm_id": dropped, "error": "admission not usable: missing_time"}]
     for name in predictor.label_names:
@@ -138,7 +138,7 @@ def test_cli_meds_input_errors_and_atomic_output(predicted, tmp_path):
         assert (unknown["subject_id"], unknown["prediction_time"]) == (end["subject_id"], end["time"])
     # the plain Parquet output from the same MEDS input carries the known labels as <label>__true
     result = runner.invoke(app, [*args[:4], "--out", str(tmp_path / "p.parquet"), "--cache-dir", str(root / "cache")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     table = pq.read_table(tmp_path / "p.parquet")
     assert table.num_rows == 39 and table.column("id").to_pylist().count(str(undiagnosed)) == 1
     for name in predictor.label_names:
