@@ -445,14 +445,15 @@ def records(
     import json
 
     from medfuse.data.raw import InputError
-    from medfuse.serving.raw_records import has_notes, records_from_raw
+    from medfuse.serving.raw_records import RawRecords
 
     if source not in ("mimic3", "mimic4", "meds"):
         _fail(f"--source {source!r}: expected mimic3, mimic4 or meds")
     meds = _config(config).prepare.meds
     try:
-        rows = records_from_raw(raw, source, limit=limit, meds=meds, notes_dir=notes_dir)
-        notes_found = has_notes(raw, source, notes_dir, meds)
+        with RawRecords(raw, source, limit=limit, meds=meds, notes_dir=notes_dir) as read:
+            rows = [record for chunk in read.chunks() for record in chunk.records]
+            notes_found = read.adapter.file("notes") is not None
     except InputError as e:
         _fail(str(e))
     if not notes_found:

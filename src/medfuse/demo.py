@@ -21,6 +21,7 @@ def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None
     from medfuse.data.prepare import prepare_cohort
     from medfuse.runs.compare import compare
     from medfuse.runs.export import export_bundle
+    from medfuse.runs.layout import RunFolder
     from medfuse.runs.report import build_report_with_explanations
 
     progress = progress or no_progress
@@ -35,9 +36,10 @@ def demo(out: str | Path, cfg: MedfuseConfig, progress: ProgressFn | None = None
     reuse = cfg.model_copy(update={"train": cfg.train.model_copy(
         update={"labs_run": str(run / "labs"), "notes_run": str(run / "notes")})})
     table = compare(cohort, comparison, reuse, progress=progress)
-    export_bundle(run, run / "model", overwrite=True)  # the report explains test patients with it
+    bundle = RunFolder(run).bundle
+    export_bundle(run, bundle, overwrite=True)  # the report explains test patients with it
     report = build_report_with_explanations(run, comparison)
-    new_patients = use_model(out, run / "model", cfg, progress)
+    new_patients = use_model(out, bundle, cfg, progress)
     return {"metrics": metrics, "compare": table, "report": report, "new_patients": new_patients,
             "seconds": round(time.perf_counter() - t0, 1)}
 

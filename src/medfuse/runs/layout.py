@@ -35,7 +35,6 @@ from medfuse.notes.embeddings import EMBEDDINGS_FILE
 from medfuse.notes.finetune import FINETUNE_CONFIG
 from medfuse.notes.lines import CODEBOOK_FILE
 from medfuse.training.fusion import (
-    CHECKPOINT_FILE,
     HISTORY_FILE,
     MODEL_CONFIG_FILE,
     MODEL_FILE,
@@ -92,10 +91,6 @@ class RunFolder:
     @property
     def model(self) -> Path:
         return self.root / MODEL_FILE
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / CHECKPOINT_FILE
 
     @property
     def history(self) -> Path:

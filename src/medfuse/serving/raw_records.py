@@ -165,13 +165,6 @@ def records_from_raw(raw: str | Path, source: str, hadm_ids: list[int] | None = 
         return [record for chunk in r.chunks() for record in chunk.records]
 
 
-def has_notes(raw: str | Path, source: str, notes_dir: str | Path | None = None, meds=None) -> bool:
-    """Whether ``raw`` (or ``notes_dir``) holds a notes table the records can take their notes from."""
-    import duckdb
-
-    with duckdb.connect() as con:
-        return rules.open_adapter(Path(raw), source, con, notes_dir=notes_dir, meds=meds).file("notes") is not None
-
 
 def _is_number(v) -> bool:
     try:
